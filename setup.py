@@ -1,0 +1,40 @@
+"""Build the Cython kernels of poswise.
+
+Directives are set here once. ``POSWISE_CYTHON_DEBUG=1`` turns bounds, wraparound and
+initialisation checks back on (and adds line tracing) for debugging.
+"""
+import os
+
+import numpy as np
+from Cython.Build import cythonize
+from setuptools import Extension, setup
+
+DEBUG = os.environ.get("POSWISE_CYTHON_DEBUG", "0") not in ("", "0")
+
+directives = {
+    "language_level": "3",
+    "boundscheck": DEBUG,
+    "wraparound": DEBUG,
+    "cdivision": not DEBUG,
+    "initializedcheck": DEBUG,
+    "embedsignature": True,
+}
+
+# Portable wheels: no -march=native and no -ffast-math (both change results).
+extra_compile_args = ["-O0", "-g"] if DEBUG else ["-O3"]
+
+extensions = [
+    Extension(
+        f"poswise._kernels.{name}",
+        [f"src/poswise/_kernels/{name}.pyx"],
+        include_dirs=[np.get_include()],
+        extra_compile_args=extra_compile_args,
+        define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
+    )
+    for name in ("_blas", "_core")
+]
+
+setup(
+    ext_modules=cythonize(extensions, compiler_directives=directives,
+                          include_path=["src"]),
+)

@@ -1,0 +1,13 @@
+"""poswise: fast full-batch gradient descent and the position-wise optimizer for MLPs.
+
+The hot loops (dense products through BLAS, activation derivatives, the layer-span
+backward pass and the in-place update) are Cython kernels that release the GIL; the
+classes here are a thin layer over them.
+"""
+from .network import MLP
+from .trainers import DivergenceWarning, GradientDescent, History, PositionWise
+
+__version__ = "0.1.0"
+
+__all__ = ["MLP", "GradientDescent", "PositionWise", "History", "DivergenceWarning",
+           "__version__"]

@@ -1,0 +1,625 @@
+"""Training kernels of poswise: forward pass, layer-span backward pass, in-place update.
+
+Design
+------
+Layout (owned by ``poswise._layout``; the kernels assume it and cannot fail):
+samples-first and C-contiguous. ``X`` is ``(N, n[0])``; layer ``l`` has ``W[l]`` of shape
+``(n[l+1], n[l])`` and ``b[l]`` of shape ``(n[l+1],)``; ``A[l]`` is the input of layer
+``l`` (``A[0] = X``), ``A[l+1] = act(A[l] W[l]^T + b[l])`` for hidden layers, and the
+last layer writes the logits ``out``.
+
+Span semantics: ``step(first, lr)`` backpropagates the output error (already in
+``D[L-1]``) through layers ``L-1 ... first`` with the weights as they are, updates those
+layers in place, then re-runs the forward pass from layer ``first`` to the output and
+computes the loss and the new output error. Activations of shallower layers are unchanged
+and reused. A gradient-descent epoch is ``step(0)``; a position-wise epoch is ``step(L-1)``,
+``step(L-2)``, ..., ``step(0)``. The invariant between calls: activations and the output
+error are fresh for the current weights and data.
+
+Numerics: the weight update is fused into the gradient product,
+``W[l] := -lr D[l]^T A[l] + 1 W[l]`` (one GEMM with beta = 1; ``W[l]`` is not one of the
+GEMM's inputs). The error ``D[l-1] = (D[l] W[l]) * act'(A[l])`` is computed before ``W[l]``
+is updated, so every gradient of a step uses the pre-step weights. Activation derivatives
+are taken from the activation output (relu: a > 0, tanh: 1 - a^2, sigmoid: a (1 - a)), so
+pre-activations of hidden layers are never stored. Loss sums accumulate in double.
+
+Dual first layer (N < D): ``W[0] = W0_init - C X`` with ``C`` of shape ``(n[1], N)``. Then
+``Z[0] = P - G C^T + b[0]`` with ``P = X W0_init^T`` and ``G = X X^T`` computed once, and
+the update ``W[0] -= lr D[0]^T X`` becomes ``C += lr D[0]^T``: an N-wide product instead
+of a D-wide one. For other data (validation) ``P`` and ``G`` are ``Xv W0_init^T`` and
+``Xv X^T``; ``C`` is shared.
+
+Everything that can run without the GIL does: a whole epoch is one ``nogil`` call.
+"""
+from libc.math cimport exp, log, log1p, fabs, sqrt, tanh
+from libc.stdlib cimport malloc, calloc, free
+from libc.string cimport memcpy
+
+import numpy as np
+
+from ._blas cimport floating, gemm, axpy, dot
+
+cdef enum:
+    ACT_RELU = 0
+    ACT_TANH = 1
+    ACT_SIGMOID = 2
+    ACT_LEAKY_RELU = 3
+    ACT_IDENTITY = 4
+
+cdef enum:
+    LOSS_BCE = 0
+    LOSS_CROSS_ENTROPY = 1
+    LOSS_AM_SOFTMAX = 2
+    LOSS_MSE = 3
+
+ACTIVATIONS = {"relu": ACT_RELU, "tanh": ACT_TANH, "sigmoid": ACT_SIGMOID,
+               "leaky_relu": ACT_LEAKY_RELU, "identity": ACT_IDENTITY}
+LOSSES = {"bce": LOSS_BCE, "cross_entropy": LOSS_CROSS_ENTROPY,
+          "am_softmax": LOSS_AM_SOFTMAX, "mse": LOSS_MSE}
+
+# Below this norm a vector is not normalised but divided by EPS (as torch's F.normalize).
+cdef double NORM_EPS = 1e-12
+
+
+cdef struct Net:
+    int L            # number of weight layers
+    int N            # rows of the current data
+    int* n           # layer sizes, L + 1
+    int act
+    double leak
+    int loss
+    double s         # am_softmax scale
+    double m         # am_softmax margin
+    void** W         # L weight matrices
+    void** b         # L bias vectors
+    void** A         # L layer inputs; A[0] is the data
+    void** D         # L output errors dE/dZ[l] (NULL when not training)
+    void* out        # N x n[L] logits (cosines for am_softmax)
+    void* y          # bce: N targets, mse: N x K targets (floating)
+    int* yi          # cross_entropy / am_softmax: N labels
+    double* acc      # scratch, max width
+    # am_softmax scratch
+    void* what       # K x h unit weight rows
+    double* wnorm    # K raw row norms
+    void* ahat       # N x h unit features
+    double* anorm    # N raw feature norms
+    void* gw         # K x h gradient of the last layer
+    # dual first layer
+    bint dual
+    int ncols        # N of the training data (columns of G, C)
+    void* P          # N x n[1]
+    void* G          # N x ncols
+    void* C          # n[1] x ncols
+    # snapshot
+    int nstate
+    void** state
+    void** backup
+    size_t* nbytes
+
+
+# ---------------------------------------------------------------- element-wise pieces
+
+cdef inline floating _sigmoid(floating z) noexcept nogil:
+    cdef double e
+    if z >= 0:
+        return <floating>(1.0 / (1.0 + exp(-<double>z)))
+    e = exp(<double>z)
+    return <floating>(e / (1.0 + e))
+
+
+cdef void _bias_act(floating* Z, const floating* b, int N, int n, int act,
+                    double leak) noexcept nogil:
+    """Z := act(Z + b) row-wise, in place; act < 0 means identity without a code."""
+    # IN/OUT: Z (N x n)   IN: b (n)
+    cdef Py_ssize_t i, j
+    cdef floating z
+    cdef floating* row
+    for i in range(N):
+        row = Z + i * n
+        for j in range(n):
+            z = row[j] + b[j]
+            if act == ACT_RELU:
+                row[j] = z if z > 0 else 0
+            elif act == ACT_LEAKY_RELU:
+                row[j] = z if z > 0 else <floating>(leak * z)
+            elif act == ACT_TANH:
+                row[j] = <floating>tanh(<double>z)
+            elif act == ACT_SIGMOID:
+                row[j] = _sigmoid(z)
+            else:
+                row[j] = z
+
+
+cdef void _mul_act_deriv(floating* D, const floating* A, Py_ssize_t count, int act,
+                         double leak) noexcept nogil:
+    """D := D * act'(Z), with act'(Z) written in terms of A = act(Z)."""
+    # IN/OUT: D   IN: A (same shape)
+    cdef Py_ssize_t i
+    cdef floating a
+    if act == ACT_RELU:
+        for i in range(count):
+            if not A[i] > 0:
+                D[i] = 0
+    elif act == ACT_LEAKY_RELU:
+        for i in range(count):
+            if not A[i] > 0:
+                D[i] = <floating>(leak * D[i])
+    elif act == ACT_TANH:
+        for i in range(count):
+            a = A[i]
+            D[i] = D[i] * (1 - a * a)
+    elif act == ACT_SIGMOID:
+        for i in range(count):
+            a = A[i]
+            D[i] = D[i] * (a * (1 - a))
+
+
+cdef double _loss_delta(Net* net, floating* out, floating* delta) noexcept nogil:
+    """Return the mean loss of ``out`` and, if ``delta`` is not NULL, write dE/d(out)."""
+    # IN: out (N x K), targets   OUT: delta (N x K) or NULL
+    cdef int N = net.N, K = net.n[net.L]
+    cdef Py_ssize_t i, k, yk
+    cdef double total = 0.0, z, t, p, mx, ssum, scale, e
+    cdef floating* row
+    cdef floating* drow
+    cdef const floating* yf = <const floating*>net.y
+    cdef double invN = 1.0 / N
+    if net.loss == LOSS_BCE:
+        for i in range(N):
+            z = out[i]
+            t = yf[i]
+            total += (z if z > 0 else 0.0) - z * t + log1p(exp(-fabs(z)))
+            if delta != NULL:
+                if z >= 0:
+                    p = 1.0 / (1.0 + exp(-z))
+                else:
+                    e = exp(z)
+                    p = e / (1.0 + e)
+                delta[i] = <floating>((p - t) * invN)
+    elif net.loss == LOSS_MSE:
+        for i in range(N * K):
+            z = <double>out[i] - <double>yf[i]
+            total += 0.5 * z * z
+            if delta != NULL:
+                delta[i] = <floating>(z * invN)
+    else:
+        # softmax cross-entropy; for am_softmax the logits are s (cos - m [k = y]) and the
+        # error is taken with respect to the cosines, hence the extra factor s.
+        scale = net.s if net.loss == LOSS_AM_SOFTMAX else 1.0
+        for i in range(N):
+            row = out + i * K
+            yk = net.yi[i]
+            mx = -1e300
+            for k in range(K):
+                z = _logit(net, row[k], k == yk)
+                if z > mx:
+                    mx = z
+            ssum = 0.0
+            for k in range(K):
+                ssum += exp(_logit(net, row[k], k == yk) - mx)
+            total += mx + log(ssum) - _logit(net, row[yk], True)
+            if delta != NULL:
+                drow = delta + i * K
+                for k in range(K):
+                    p = exp(_logit(net, row[k], k == yk) - mx) / ssum
+                    if k == yk:
+                        p -= 1.0
+                    drow[k] = <floating>(scale * p * invN)
+    return total * invN
+
+
+cdef inline double _logit(Net* net, double z, bint is_target) noexcept nogil:
+    if net.loss == LOSS_AM_SOFTMAX:
+        return net.s * (z - net.m) if is_target else net.s * z
+    return z
+
+
+cdef void _normalize_rows(const floating* V, floating* Vhat, double* norms, int rows,
+                          int cols) noexcept nogil:
+    """Vhat_i := V_i / max(|V_i|, eps); norms_i := |V_i|."""
+    cdef Py_ssize_t i, j
+    cdef double nrm, inv
+    for i in range(rows):
+        nrm = 0.0
+        for j in range(cols):
+            nrm += <double>V[i * cols + j] * V[i * cols + j]
+        nrm = sqrt(nrm)
+        norms[i] = nrm
+        inv = 1.0 / (nrm if nrm > NORM_EPS else NORM_EPS)
+        for j in range(cols):
+            Vhat[i * cols + j] = <floating>(V[i * cols + j] * inv)
+
+
+cdef void _normalize_backward(floating* g, const floating* Vhat, const double* norms,
+                              int rows, int cols) noexcept nogil:
+    """g_i := d(loss)/dV_i given g_i = d(loss)/dVhat_i, for Vhat = V / max(|V|, eps)."""
+    cdef Py_ssize_t i, j
+    cdef floating proj
+    cdef double inv
+    for i in range(rows):
+        if norms[i] > NORM_EPS:
+            proj = dot(cols, g + i * cols, Vhat + i * cols)
+            inv = 1.0 / norms[i]
+            for j in range(cols):
+                g[i * cols + j] = <floating>((g[i * cols + j] - proj * Vhat[i * cols + j]) * inv)
+        else:
+            for j in range(cols):
+                g[i * cols + j] = <floating>(g[i * cols + j] / NORM_EPS)
+
+
+# ---------------------------------------------------------------- forward and span steps
+
+cdef double _forward(Net* net, int start, floating lr_type_tag) noexcept nogil:
+    """Forward from layer ``start`` to the output; return the loss, refresh D[L-1]."""
+    cdef int l, L = net.L, N = net.N, nin, nout
+    cdef floating* dst
+    cdef floating* src
+    for l in range(start, L):
+        nin = net.n[l]
+        nout = net.n[l + 1]
+        src = <floating*>net.A[l]
+        dst = <floating*>net.A[l + 1] if l < L - 1 else <floating*>net.out
+        if l == L - 1 and net.loss == LOSS_AM_SOFTMAX:
+            _normalize_rows(<floating*>net.W[l], <floating*>net.what, net.wnorm, nout, nin)
+            _normalize_rows(src, <floating*>net.ahat, net.anorm, N, nin)
+            gemm(False, True, N, nout, nin, <floating>1, <floating*>net.ahat, nin,
+                 <floating*>net.what, nin, <floating>0, dst, nout)
+            continue
+        if l == 0 and net.dual:
+            memcpy(dst, net.P, <size_t>N * nout * sizeof(floating))
+            gemm(False, True, N, nout, net.ncols, <floating>-1, <floating*>net.G, net.ncols,
+                 <floating*>net.C, net.ncols, <floating>1, dst, nout)
+        else:
+            gemm(False, True, N, nout, nin, <floating>1, src, nin,
+                 <floating*>net.W[l], nin, <floating>0, dst, nout)
+        _bias_act(dst, <floating*>net.b[l], N, nout,
+                  net.act if l < L - 1 else ACT_IDENTITY, net.leak)
+    return _loss_delta(net, <floating*>net.out,
+                       <floating*>net.D[L - 1] if net.D != NULL else NULL)
+
+
+cdef void _update_bias(Net* net, int l, floating lr) noexcept nogil:
+    """b[l] -= lr * column sums of D[l]."""
+    cdef int N = net.N, nout = net.n[l + 1]
+    cdef Py_ssize_t i, j
+    cdef floating* Dl = <floating*>net.D[l]
+    cdef floating* bl = <floating*>net.b[l]
+    for j in range(nout):
+        net.acc[j] = 0.0
+    for i in range(N):
+        for j in range(nout):
+            net.acc[j] += Dl[i * nout + j]
+    for j in range(nout):
+        bl[j] = <floating>(bl[j] - lr * net.acc[j])
+
+
+cdef double _step(Net* net, int first, floating lr, bint refresh) noexcept nogil:
+    """Backpropagate through layers L-1..first, update them, forward from ``first``."""
+    cdef int l, L = net.L, N = net.N, nin, nout
+    cdef Py_ssize_t i, j
+    cdef floating* Dl
+    cdef floating* Cm
+    for l in range(L - 1, first - 1, -1):
+        nin = net.n[l]
+        nout = net.n[l + 1]
+        Dl = <floating*>net.D[l]
+        if l == L - 1 and net.loss == LOSS_AM_SOFTMAX:
+            # Through the cosine logits: dE/d(what) = G^T ahat, dE/d(ahat) = G what,
+            # then through both normalisations. The last layer has no bias.
+            if l > first:
+                gemm(False, False, N, nin, nout, <floating>1, Dl, nout,
+                     <floating*>net.what, nin, <floating>0, <floating*>net.D[l - 1], nin)
+                _normalize_backward(<floating*>net.D[l - 1], <floating*>net.ahat,
+                                    net.anorm, N, nin)
+                _mul_act_deriv(<floating*>net.D[l - 1], <floating*>net.A[l],
+                               <Py_ssize_t>N * nin, net.act, net.leak)
+            gemm(True, False, nout, nin, N, <floating>1, Dl, nout, <floating*>net.ahat, nin,
+                 <floating>0, <floating*>net.gw, nin)
+            _normalize_backward(<floating*>net.gw, <floating*>net.what, net.wnorm,
+                                nout, nin)
+            axpy(nout * nin, -lr, <floating*>net.gw, <floating*>net.W[l])
+            continue
+        if l > first:
+            gemm(False, False, N, nin, nout, <floating>1, Dl, nout, <floating*>net.W[l], nin,
+                 <floating>0, <floating*>net.D[l - 1], nin)
+            _mul_act_deriv(<floating*>net.D[l - 1], <floating*>net.A[l],
+                           <Py_ssize_t>N * nin, net.act, net.leak)
+        if l == 0 and net.dual:
+            Cm = <floating*>net.C
+            for i in range(N):
+                for j in range(nout):
+                    Cm[j * net.ncols + i] += lr * Dl[i * nout + j]
+        else:
+            gemm(True, False, nout, nin, N, -lr, Dl, nout, <floating*>net.A[l], nin,
+                 <floating>1, <floating*>net.W[l], nin)
+        _update_bias(net, l, lr)
+    if refresh:
+        return _forward(net, first, lr)
+    return 0.0
+
+
+cdef void _snapshot(Net* net, bint restore) noexcept nogil:
+    cdef int i
+    for i in range(net.nstate):
+        if restore:
+            memcpy(net.state[i], net.backup[i], net.nbytes[i])
+        else:
+            memcpy(net.backup[i], net.state[i], net.nbytes[i])
+
+
+cdef double _epoch(Net* net, bint pwo, floating lr) noexcept nogil:
+    """One full-batch epoch on fresh activations: snapshot, then GD or PWO sweep."""
+    cdef int first
+    cdef double loss = 0.0
+    _snapshot(net, False)
+    if not pwo:
+        return _step(net, 0, lr, True)
+    for first in range(net.L - 1, -1, -1):
+        loss = _step(net, first, lr, True)
+    return loss
+
+
+cdef double _batch_step(Net* net, bint pwo, floating lr) noexcept nogil:
+    """One GD step or PWO sweep on the current (mini-batch) data, from a fresh forward."""
+    cdef int first
+    _forward(net, 0, lr)
+    if not pwo:
+        _step(net, 0, lr, False)
+        return 0.0
+    for first in range(net.L - 1, 0, -1):
+        _step(net, first, lr, True)
+    _step(net, 0, lr, False)
+    return 0.0
+
+
+cdef double _accuracy(Net* net, floating tag) noexcept nogil:
+    cdef int N = net.N, K = net.n[net.L]
+    cdef Py_ssize_t i, k, best
+    cdef floating* out = <floating*>net.out
+    cdef const floating* yf = <const floating*>net.y
+    cdef Py_ssize_t hits = 0
+    if net.loss == LOSS_BCE:
+        for i in range(N):
+            hits += (out[i] > 0) == (yf[i] > 0.5)
+    else:
+        for i in range(N):
+            best = 0
+            for k in range(1, K):
+                if out[i * K + k] > out[i * K + best]:
+                    best = k
+            hits += best == net.yi[i]
+    return <double>hits / N
+
+
+# ---------------------------------------------------------------- Python-facing engine
+
+def _dtype_of(arr):
+    return np.float64 if arr.dtype == np.float64 else np.float32
+
+
+cdef class Engine:
+    """Workspace and state of one fit, in the layout of ``poswise._layout``.
+
+    Not public. ``poswise._train`` builds one from validated, contiguous arrays; the
+    engine updates ``weights`` and ``biases`` in place (``C`` instead of ``weights[0]``
+    in dual mode). Its numpy twin is ``poswise._numpy_backend.NumpyEngine``.
+    """
+    cdef Net net
+    cdef bint f64
+    cdef readonly Py_ssize_t capacity
+    cdef list _keep          # arrays whose memory the Net points into
+    cdef object _X
+    cdef object _y
+    cdef object _out
+    cdef object _dual_data
+
+    def __cinit__(self):
+        self.net.n = NULL
+        self.net.W = NULL
+        self.net.b = NULL
+        self.net.A = NULL
+        self.net.D = NULL
+        self.net.acc = NULL
+        self.net.wnorm = NULL
+        self.net.anorm = NULL
+        self.net.state = NULL
+        self.net.backup = NULL
+        self.net.nbytes = NULL
+
+    def __init__(self, list weights, list biases, str loss, str activation, double leak,
+                 double s, double m, Py_ssize_t capacity, bint train=True, dual=None):
+        cdef int L = len(weights)
+        cdef int l, widest
+        cdef object dt = weights[0].dtype
+        self.f64 = dt == np.float64
+        self.capacity = capacity
+        self._keep = []
+        self.net.L = L
+        self.net.N = 0
+        self.net.act = ACTIVATIONS[activation]
+        self.net.leak = leak
+        self.net.loss = LOSSES[loss]
+        self.net.s = s
+        self.net.m = m
+        self.net.n = <int*>malloc((L + 1) * sizeof(int))
+        self.net.W = <void**>calloc(L, sizeof(void*))
+        self.net.b = <void**>calloc(L, sizeof(void*))
+        self.net.A = <void**>calloc(L, sizeof(void*))
+        if self.net.n == NULL or self.net.W == NULL or self.net.b == NULL or self.net.A == NULL:
+            raise MemoryError()
+        for l in range(L):
+            self.net.n[l] = weights[l].shape[1]
+            self.net.W[l] = _ptr(weights[l])
+            self.net.b[l] = _ptr(biases[l])
+        self.net.n[L] = weights[L - 1].shape[0]
+        widest = max(self.net.n[l] for l in range(L + 1))
+        self._keep.extend(weights)
+        self._keep.extend(biases)
+        self.net.acc = <double*>calloc(widest, sizeof(double))
+        for l in range(1, L):
+            self.net.A[l] = self._alloc((capacity, self.net.n[l]), dt)
+        self._out = np.zeros((capacity, self.net.n[L]), dtype=dt)
+        self.net.out = _ptr(self._out)
+        self.net.D = NULL
+        if train:
+            self.net.D = <void**>calloc(L, sizeof(void*))
+            for l in range(L):
+                self.net.D[l] = self._alloc((capacity, self.net.n[l + 1]), dt)
+        if self.net.loss == LOSS_AM_SOFTMAX:
+            h = self.net.n[L - 1]
+            K = self.net.n[L]
+            self.net.what = self._alloc((K, h), dt)
+            self.net.ahat = self._alloc((capacity, h), dt)
+            self.net.gw = self._alloc((K, h), dt)
+            self.net.wnorm = <double*>calloc(K, sizeof(double))
+            self.net.anorm = <double*>calloc(capacity, sizeof(double))
+        self.net.dual = dual is not None
+        if dual is not None:
+            P, G, C = dual
+            self._keep.extend((P, G, C))
+            self.net.P = _ptr(P)
+            self.net.G = _ptr(G)
+            self.net.C = _ptr(C)
+            self.net.ncols = C.shape[1]
+        # State to snapshot: everything the updates write.
+        state = list(biases) + [w for l, w in enumerate(weights)
+                                if not (l == 0 and dual is not None)]
+        if dual is not None:
+            state.append(dual[2])
+        self.net.nstate = len(state)
+        self.net.state = <void**>calloc(len(state), sizeof(void*))
+        self.net.backup = <void**>calloc(len(state), sizeof(void*))
+        self.net.nbytes = <size_t*>calloc(len(state), sizeof(size_t))
+        for i, arr in enumerate(state):
+            self.net.state[i] = _ptr(arr)
+            self.net.backup[i] = self._alloc(arr.shape, dt)
+            self.net.nbytes[i] = arr.nbytes
+
+    cdef void* _alloc(self, shape, dt) except NULL:
+        arr = np.zeros(shape, dtype=dt)
+        self._keep.append(arr)
+        return _ptr(arr)
+
+    def __dealloc__(self):
+        free(self.net.n)
+        free(self.net.W)
+        free(self.net.b)
+        free(self.net.A)
+        free(self.net.D)
+        free(self.net.acc)
+        free(self.net.wnorm)
+        free(self.net.anorm)
+        free(self.net.state)
+        free(self.net.backup)
+        free(self.net.nbytes)
+
+    def set_data(self, X, y, P=None, G=None):
+        """Point the engine at data ``X`` (rows <= capacity) and targets ``y``.
+
+        In dual mode ``P`` and ``G`` are the data's ``X W0_init^T`` and ``X X_train^T``.
+        """
+        if X.shape[0] > self.capacity or X.shape[0] < 1:
+            raise ValueError("data rows exceed the engine's capacity")
+        self._X = X
+        self._y = y
+        self.net.N = X.shape[0]
+        self.net.A[0] = _ptr(X)
+        if y.dtype == np.intc:
+            self.net.yi = <int*><size_t>y.ctypes.data
+            self.net.y = NULL
+        else:
+            self.net.y = _ptr(y)
+            self.net.yi = NULL
+        if self.net.dual:
+            self._dual_data = (P, G)
+            self.net.P = _ptr(P)
+            self.net.G = _ptr(G)
+
+    def forward(self):
+        """Forward from layer 0; return the mean loss of the current data."""
+        cdef double loss
+        if self.f64:
+            with nogil:
+                loss = _forward[double](&self.net, 0, 0.0)
+        else:
+            with nogil:
+                loss = _forward[float](&self.net, 0, 0.0)
+        return loss
+
+    def step(self, int first, double lr):
+        """One span step (see the module docstring); return the loss after it."""
+        cdef double loss
+        if first < 0 or first >= self.net.L:
+            raise ValueError("first out of range")
+        if self.f64:
+            with nogil:
+                loss = _step[double](&self.net, first, lr, True)
+        else:
+            with nogil:
+                loss = _step[float](&self.net, first, lr, True)
+        return loss
+
+    def epoch(self, bint pwo, double lr):
+        """Snapshot the state, then one full-batch GD (pwo=False) or PWO epoch."""
+        cdef double loss
+        if self.f64:
+            with nogil:
+                loss = _epoch[double](&self.net, pwo, lr)
+        else:
+            with nogil:
+                loss = _epoch[float](&self.net, pwo, <float>lr)
+        return loss
+
+    def batch_step(self, bint pwo, double lr):
+        """Forward the current mini-batch, then one GD step or PWO sweep on it."""
+        if self.f64:
+            with nogil:
+                _batch_step[double](&self.net, pwo, lr)
+        else:
+            with nogil:
+                _batch_step[float](&self.net, pwo, <float>lr)
+
+    def snapshot(self):
+        """Copy the trainable state to the backup buffers."""
+        with nogil:
+            _snapshot(&self.net, False)
+
+    def rollback(self):
+        """Restore the trainable state from the last snapshot."""
+        with nogil:
+            _snapshot(&self.net, True)
+
+    def accuracy(self):
+        """Fraction of the current data classified correctly by the last forward."""
+        if self.net.loss == LOSS_MSE:
+            return float("nan")
+        if self.f64:
+            return _accuracy[double](&self.net, 0.0)
+        return _accuracy[float](&self.net, 0.0)
+
+    def output(self):
+        """Copy of the logits (cosines for am_softmax) of the last forward."""
+        return self._out[:self.net.N].copy()
+
+
+cdef inline void* _ptr(arr) except NULL:
+    if not arr.flags.c_contiguous:
+        raise ValueError("poswise kernels need C-contiguous arrays")
+    return <void*><size_t>arr.ctypes.data
+
+
+def materialize_first_layer(W0_init, C, X, W0_out):
+    """W0_out := W0_init - C X (the dual first layer's primal weights)."""
+    cdef int n1 = C.shape[0], N = C.shape[1], D = X.shape[1]
+    cdef void* pC = _ptr(C)
+    cdef void* pX = _ptr(X)
+    cdef void* pW = _ptr(W0_out)
+    np.copyto(W0_out, W0_init)
+    if W0_out.dtype == np.float64:
+        with nogil:
+            gemm(False, False, n1, D, N, -1.0, <double*>pC, N, <double*>pX, D, 1.0,
+                 <double*>pW, D)
+    else:
+        with nogil:
+            gemm(False, False, n1, D, N, <float>-1.0, <float*>pC, N, <float*>pX, D,
+                 <float>1.0, <float*>pW, D)

@@ -1,0 +1,236 @@
+"""The multilayer perceptron that poswise trains."""
+import numpy as np
+
+from . import _layout
+from ._layout import check_choice, check_dtype, check_scalar
+
+__all__ = ["MLP", "ACTIVATIONS", "INITS", "OUTPUTS"]
+
+ACTIVATIONS = ("relu", "tanh", "sigmoid", "leaky_relu", "identity")
+INITS = ("xavier_normal", "xavier_uniform", "he_normal", "lecun_normal")
+OUTPUTS = ("auto", "sigmoid", "softmax", "cosine", "identity")
+
+
+def _init_weight(rng, init, n_out, n_in):
+    """Draw one ``(n_out, n_in)`` weight matrix in float64."""
+    if init == "xavier_normal":
+        return rng.standard_normal((n_out, n_in)) * np.sqrt(2.0 / (n_in + n_out))
+    if init == "xavier_uniform":
+        a = np.sqrt(6.0 / (n_in + n_out))
+        return rng.uniform(-a, a, size=(n_out, n_in))
+    if init == "he_normal":
+        return rng.standard_normal((n_out, n_in)) * np.sqrt(2.0 / n_in)
+    # lecun_normal: the reference code's randn(n_out, n_in) / sqrt(n_in)
+    return rng.standard_normal((n_out, n_in)) / np.sqrt(n_in)
+
+
+class MLP:
+    """A fully-connected network ``sizes[0] -> sizes[1] -> ... -> sizes[-1]``.
+
+    Parameters
+    ----------
+    sizes : sequence of int
+        Layer widths, input first: ``(D, n_1, ..., K)``; at least two entries, all >= 1.
+    activation : {"relu", "tanh", "sigmoid", "leaky_relu", "identity"}, default "relu"
+        Activation of the hidden layers. The output head is set by ``output``.
+    init : {"xavier_normal", "xavier_uniform", "he_normal", "lecun_normal"}
+        Weight initialisation; biases start at zero. ``xavier_normal`` is
+        ``N(0, 2 / (n_in + n_out))`` (what the paper states); ``lecun_normal`` is
+        ``randn / sqrt(n_in)`` (what its reference code used).
+    dtype : float32 or float64, default float64
+        The dtype of the parameters and of everything computed in training.
+    rng : None, int or numpy.random.Generator
+        Seed or generator for the initial weights. Weights are drawn in float64 and then
+        rounded, so float32 and float64 networks with the same seed start the same.
+    leak : float, default 0.01
+        Negative slope of ``leaky_relu``.
+    output : {"auto", "sigmoid", "softmax", "cosine", "identity"}, default "auto"
+        How ``predict_proba`` and ``predict`` read the last layer. ``auto`` is sigmoid for
+        one output and softmax otherwise; training sets it to the head of the loss used.
+
+    Attributes
+    ----------
+    weights : list of ndarray
+        ``weights[l]`` has shape ``(sizes[l+1], sizes[l])`` (torch's ``nn.Linear.weight``).
+    biases : list of ndarray
+        ``biases[l]`` has shape ``(sizes[l+1],)``.
+
+    Notes
+    -----
+    Trainers update ``weights`` and ``biases`` in place. They may hold the first layer in
+    a cheaper form during a fit; reading ``weights`` always gives the current values.
+    """
+
+    def __init__(self, sizes, *, activation="relu", init="xavier_normal",
+                 dtype=np.float64, rng=None, leak=0.01, output="auto"):
+        sizes = self._check_sizes(sizes)
+        check_choice(activation, "activation", "MLP", ACTIVATIONS)
+        check_choice(init, "init", "MLP", INITS)
+        check_choice(output, "output", "MLP", OUTPUTS)
+        dt = check_dtype(dtype, "MLP")
+        leak = check_scalar(leak, "leak", "MLP", low=0, low_inclusive=True)
+        gen = np.random.default_rng(rng)
+        self._set(
+            [_init_weight(gen, init, sizes[l + 1], sizes[l]).astype(dt)
+             for l in range(len(sizes) - 1)],
+            [np.zeros(sizes[l + 1], dtype=dt) for l in range(len(sizes) - 1)],
+            activation, leak, output)
+        self.init = init
+
+    @staticmethod
+    def _check_sizes(sizes):
+        try:
+            sizes = tuple(sizes)
+        except TypeError:
+            raise ValueError(f"The 'sizes' parameter of MLP must be a sequence of ints >= 1 "
+                             f"(input width first). Got {sizes!r} instead.") from None
+        if len(sizes) < 2 or not all(
+                isinstance(s, (int, np.integer)) and not isinstance(s, bool) and s >= 1
+                for s in sizes):
+            raise ValueError(f"The 'sizes' parameter of MLP must be a sequence of at least "
+                             f"two ints >= 1 (input width first). Got {sizes!r} instead.")
+        return tuple(int(s) for s in sizes)
+
+    def _set(self, weights, biases, activation, leak, output):
+        self._weights = weights
+        self._biases = biases
+        self.activation = activation
+        self.leak = float(leak)
+        self.output = output
+        self._sync = None   # set by a running fit whose state must be materialised on read
+
+    @classmethod
+    def from_arrays(cls, weights, biases, *, activation="relu", leak=0.01, output="auto"):
+        """Build a network from copies of the given arrays.
+
+        ``weights[l]`` must have shape ``(n_{l+1}, n_l)`` and ``biases[l]`` shape
+        ``(n_{l+1},)``; consecutive layers must chain. The dtype is float32 if every
+        array is float32, else float64.
+        """
+        try:
+            weights = list(weights)
+            biases = list(biases)
+        except TypeError:
+            raise ValueError("weights and biases must be sequences of arrays.") from None
+        if len(weights) < 1 or len(weights) != len(biases):
+            raise ValueError(f"from_arrays needs as many bias vectors as weight matrices "
+                             f"(at least one); got {len(weights)} weights and {len(biases)} "
+                             f"biases.")
+        check_choice(activation, "activation", "MLP", ACTIVATIONS)
+        check_choice(output, "output", "MLP", OUTPUTS)
+        leak = check_scalar(leak, "leak", "MLP", low=0, low_inclusive=True)
+        arrays = [_layout._as_numeric(w, f"weights[{l}]") for l, w in enumerate(weights)]
+        barrays = [_layout._as_numeric(b, f"biases[{l}]") for l, b in enumerate(biases)]
+        all32 = all(a.dtype == np.float32 for a in arrays + barrays)
+        dt = np.float32 if all32 else np.float64
+        for l, (w, b) in enumerate(zip(arrays, barrays)):
+            if w.ndim != 2 or w.shape[0] < 1 or w.shape[1] < 1:
+                raise ValueError(f"weights[{l}] must be a non-empty 2-D array (n_out, n_in); "
+                                 f"got shape {w.shape}.")
+            if b.shape != (w.shape[0],):
+                raise ValueError(f"biases[{l}] must have shape ({w.shape[0]},) to match "
+                                 f"weights[{l}] {w.shape}; got {b.shape}.")
+            if l > 0 and w.shape[1] != arrays[l - 1].shape[0]:
+                raise ValueError(f"weights[{l}] takes {w.shape[1]} inputs but weights[{l-1}] "
+                                 f"has {arrays[l-1].shape[0]} outputs.")
+            if not (np.isfinite(w).all() and np.isfinite(b).all()):
+                raise ValueError(f"weights[{l}] or biases[{l}] contain NaN or inf.")
+        net = cls.__new__(cls)
+        net._set([_layout.as_param(w, dt) for w in arrays],
+                 [_layout.as_param(b, dt) for b in barrays], activation, leak, output)
+        net.init = None
+        return net
+
+    # ------------------------------------------------------------------ attributes
+    @property
+    def weights(self):
+        if self._sync is not None:
+            self._sync()
+        return self._weights
+
+    @property
+    def biases(self):
+        return self._biases
+
+    @property
+    def sizes(self):
+        return (self._weights[0].shape[1],) + tuple(w.shape[0] for w in self._weights)
+
+    @property
+    def n_layers(self):
+        """Number of weight layers L."""
+        return len(self._weights)
+
+    @property
+    def dtype(self):
+        return self._weights[0].dtype.type
+
+    def _head(self):
+        if self.output != "auto":
+            return self.output
+        return "sigmoid" if self.sizes[-1] == 1 else "softmax"
+
+    def __repr__(self):
+        return (f"MLP(sizes={self.sizes}, activation={self.activation!r}, "
+                f"dtype={np.dtype(self.dtype).name}, output={self.output!r})")
+
+    def copy(self):
+        """An independent copy of the network (weights, biases and settings)."""
+        net = MLP.from_arrays(self.weights, self.biases, activation=self.activation,
+                              leak=self.leak, output=self.output)
+        net.init = self.init
+        return net
+
+    def _checked_params(self):
+        """The parameter lists in the layout, repaired in place if a user replaced an
+        array (dtype, order or shape are checked against the first layer's dtype)."""
+        dt = self.dtype
+        ws, bs = self.weights, self._biases
+        for l in range(len(ws)):
+            for kind, lst, shape in (("weights", ws, None), ("biases", bs, None)):
+                a = lst[l]
+                if not isinstance(a, np.ndarray) or a.dtype != dt or not a.flags.c_contiguous \
+                        or not a.flags.writeable:
+                    lst[l] = _layout.as_param(a, dt)
+        for l in range(len(ws)):
+            if ws[l].ndim != 2 or bs[l].shape != (ws[l].shape[0],) or (
+                    l > 0 and ws[l].shape[1] != ws[l - 1].shape[0]):
+                raise ValueError(f"The network's arrays no longer chain at layer {l}: "
+                                 f"weights {ws[l].shape}, biases {bs[l].shape}.")
+        return ws, bs
+
+    # ------------------------------------------------------------------ inference
+    def decision_function(self, X):
+        """Values of the last layer for ``X``: logits, or cosines for a cosine head."""
+        from ._numpy_backend import forward_output
+        X = _layout.check_X(X, self.dtype, self.sizes[0])
+        return forward_output(self.weights, self._biases, X, self.activation, self.leak,
+                              cosine=self._head() == "cosine")
+
+    def predict_proba(self, X, *, s=30.0):
+        """Output-head values, shape ``(N, K)``.
+
+        sigmoid: probability of class 1; softmax: class probabilities; cosine:
+        ``softmax(s cos)``; identity: the raw outputs.
+        """
+        z = self.decision_function(X)
+        head = self._head()
+        if head == "sigmoid":
+            return np.where(z >= 0, 1 / (1 + np.exp(-np.abs(z))),
+                            np.exp(-np.abs(z)) / (1 + np.exp(-np.abs(z))))
+        if head in ("softmax", "cosine"):
+            z = z * s if head == "cosine" else z
+            e = np.exp(z - z.max(axis=1, keepdims=True))
+            return e / e.sum(axis=1, keepdims=True)
+        return z
+
+    def predict(self, X):
+        """Class labels (int64): 0/1 for one output, argmax otherwise; identity heads
+        return the raw outputs."""
+        z = self.decision_function(X)
+        head = self._head()
+        if head == "identity":
+            return z
+        if z.shape[1] == 1:
+            return (z[:, 0] > 0).astype(np.int64)
+        return np.argmax(z, axis=1).astype(np.int64)
