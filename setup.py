@@ -27,7 +27,7 @@ extensions = [
     Extension(
         f"poswise._kernels.{name}",
         [f"src/poswise/_kernels/{name}.pyx"],
-        include_dirs=[np.get_include()],
+        include_dirs=[np.get_include(), "src/poswise/_kernels"],
         extra_compile_args=extra_compile_args,
         define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
     )

@@ -297,3 +297,54 @@ def test_kernel_releases_gil():
         t.join()
         sys.setswitchinterval(old)
     assert during > 100
+
+
+requires_direct = pytest.mark.skipif(
+    not __import__("poswise._kernels._core", fromlist=["x"]).direct_supported(),
+    reason="this CPU has neither AVX2+FMA nor AVX-512")
+
+
+@requires_direct
+@pytest.mark.parametrize("pwo", [False, True], ids=["gd", "pwo"])
+@pytest.mark.parametrize("dtype,tol", [(np.float64, 1e-9), (np.float32, 1e-4)])
+@pytest.mark.parametrize("N,D,n1", [(7, 3, 1), (130, 77, 5), (301, 250, 20), (2001, 50, 32),
+                                    (33, 19, 16), (600, 700, 8)])
+def test_direct_first_layer_matches_primal(pwo, dtype, tol, N, D, n1):
+    rng = np.random.default_rng(N + D + n1)
+    X, y = make_problem(N, D, 3, "cross_entropy", rng)
+    Xv, yv = make_problem(11, D, 3, "cross_entropy", rng)
+    net = poswise.MLP((D, n1, 6, 3), rng=1, dtype=dtype, activation="tanh")
+    direct = net.copy()
+    cls = poswise.PositionWise if pwo else poswise.GradientDescent
+    kw = dict(epochs=10, validation_data=(Xv, yv))
+    h1 = cls(0.05, loss="cross_entropy", first_layer="primal").fit(net, X, y, **kw)
+    h2 = cls(0.05, loss="cross_entropy", first_layer="direct", threads=2).fit(direct, X, y,
+                                                                              **kw)
+    assert h2.first_layer == "direct"
+    for l in range(3):
+        assert rel_err(direct.weights[l], net.weights[l]) <= tol
+        assert rel_err(direct.biases[l], net.biases[l]) <= tol
+    np.testing.assert_allclose(h2.loss, h1.loss, rtol=tol)
+    np.testing.assert_allclose(h2.val_loss, h1.val_loss, rtol=tol)
+
+
+@requires_direct
+@pytest.mark.parametrize("pwo", [False, True], ids=["gd", "pwo"])
+def test_direct_minibatch_and_thread_count_invariance(pwo):
+    """Direct kernels give identical results for any thread count (sums in fixed order)."""
+    rng = np.random.default_rng(3)
+    X, y = make_problem(3000, 200, 1, "bce", rng)
+    cls = poswise.PositionWise if pwo else poswise.GradientDescent
+    nets = []
+    for threads in (1, 2, 3):
+        net = poswise.MLP((200, 20, 7, 1), rng=2)
+        cls(0.05, first_layer="direct", threads=threads, batch_size=1000, rng=0).fit(
+            net, X, y, epochs=3)
+        nets.append(net)
+    ref = poswise.MLP((200, 20, 7, 1), rng=2)
+    cls(0.05, first_layer="primal", batch_size=1000, rng=0).fit(ref, X, y, epochs=3)
+    for net in nets[1:]:
+        for a, b in zip(net.weights + net.biases, nets[0].weights + nets[0].biases):
+            np.testing.assert_array_equal(a, b)
+    for l in range(3):
+        assert rel_err(nets[0].weights[l], ref.weights[l]) <= 1e-9

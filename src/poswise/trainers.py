@@ -21,7 +21,9 @@ from .network import MLP
 __all__ = ["History", "GradientDescent", "PositionWise", "DivergenceWarning"]
 
 BACKENDS = ("cython", "numpy")
-FIRST_LAYER_MODES = ("auto", "primal", "dual")
+FIRST_LAYER_MODES = ("auto", "primal", "dual", "direct")
+# The direct kernels vectorise across at most 32 first-layer outputs (_direct.h).
+DIRECT_MAX_WIDTH = 32
 STOP_REASONS = ("max_epochs", "target_reached", "callback", "diverged", "interrupted")
 
 
@@ -86,10 +88,25 @@ class History:
             "val_seconds", "epochs", "epochs_to_target", "stopped_reason", "first_layer")}
 
 
-def _new_engine(backend, *args, **kwargs):
+def _available_cores():
+    try:
+        import os
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        import os
+        return os.cpu_count() or 1
+
+
+def _direct_supported():
+    from ._kernels._core import direct_supported
+    return direct_supported()
+
+
+def _new_engine(backend, *args, direct=None, nthreads=1, **kwargs):
     if backend == "numpy":
         from ._numpy_backend import NumpyEngine
         return NumpyEngine(*args, **kwargs)
+    kwargs.update(direct=direct, nthreads=nthreads)
     from ._kernels._core import Engine
     return Engine(*args, **kwargs)
 
@@ -133,7 +150,8 @@ class _Trainer:
 
     # ------------------------------------------------------------------ fit
     def fit(self, net, X, y, *, epochs, target_loss=None, validation_data=None,
-            monitor="loss", callbacks=(), progress=False):
+            monitor="loss", callbacks=(), progress=False, checkpoint=None,
+            checkpoint_every=None, resume=None):
         """Train ``net`` in place and return its :class:`History`.
 
         Parameters
@@ -161,6 +179,16 @@ class _Trainer:
             epoch 0 before training); one that returns True stops training.
         progress : bool
             Print a progress line to stderr.
+        checkpoint : path-like, optional
+            Write a checkpoint (a model file with the training state, see
+            ``poswise.io``) every ``checkpoint_every`` epochs and when training stops.
+        checkpoint_every : int, optional
+            Epochs between checkpoints (default: only when training stops).
+        resume : path-like, optional
+            Continue from a checkpoint written by the same trainer settings on the same
+            data: ``net`` receives the checkpoint's weights, the history and the shuffling
+            state are restored, and training runs up to ``epochs`` in total, exactly as an
+            uninterrupted run would.
         """
         t_start = time.perf_counter()
         self._validate_params()
@@ -180,10 +208,11 @@ class _Trainer:
         for cb in callbacks:
             if not callable(cb):
                 raise TypeError(f"callbacks must be callables; got {cb!r}.")
+        checkpoint_every = check_scalar(checkpoint_every, "checkpoint_every", f"{name}.fit",
+                                        kind="int", low=1, low_inclusive=True,
+                                        allow_none=True)
         ws, bs = net._checked_params()
         sizes, dt = net.sizes, net.dtype
-        if self.loss == "am_softmax" and net.n_layers == 1:
-            pass  # a single cosine layer is fine
         X = _layout.check_X(X, dt, sizes[0])
         y = _layout.check_y(y, self.loss, X.shape[0], sizes[-1], dt)
         if validation_data is not None:
@@ -194,48 +223,129 @@ class _Trainer:
             Xv = _layout.check_X(Xv, dt, sizes[0], name="X_val")
             yv = _layout.check_y(yv, self.loss, Xv.shape[0], sizes[-1], dt, name="y_val")
 
+        state = None
+        if resume is not None:
+            state = self._read_checkpoint(resume, net, X)
+        ckpt = None
+        if checkpoint is not None:
+            ckpt = (checkpoint, checkpoint_every)
+
         threads_ctx = None
         if self.threads is not None:
             from threadpoolctl import threadpool_limits
             threads_ctx = threadpool_limits(limits=self.threads)
         try:
             return self._run(net, ws, bs, X, y, validation_data and (Xv, yv), epochs,
-                             target_loss, monitor, callbacks, progress, t_start)
+                             target_loss, monitor, callbacks, progress, t_start, state, ckpt)
         finally:
             if threads_ctx is not None:
                 threads_ctx.restore_original_limits()
 
-    def _use_dual(self, net, X, epochs):
+    def _first_layer_mode(self, net, X, epochs):
+        """'primal' (BLAS on W[0]), 'dual' (Gram matrix) or 'direct' (hand kernels)."""
         N, D = X.shape
-        full_batch = self.batch_size is None or self.batch_size >= N
-        possible = (self.backend == "cython" and full_batch
-                    and not (self.loss == "am_softmax" and net.n_layers == 1))
-        if self.first_layer == "dual":
-            if not possible:
-                raise ValueError(
-                    "first_layer='dual' needs backend='cython', full-batch training and a "
-                    "first layer that is not the am_softmax output layer.")
-            return True
-        if self.first_layer == "primal" or not possible or 2 * N > D:
-            return False
-        # Set-up costs N^2 D (the Gram matrix) + N D n1 (P); each epoch saves about
-        # 4 N D n1 (1 - N/D) flops: worth it once the fit is long enough.
         n1 = net.sizes[1]
-        return epochs * 4 * n1 * (1 - N / D) > N + n1
+        full_batch = self.batch_size is None or self.batch_size >= N
+        not_cosine = not (self.loss == "am_softmax" and net.n_layers == 1)
+        dual_ok = self.backend == "cython" and full_batch and not_cosine
+        direct_ok = (self.backend == "cython" and not_cosine and n1 <= DIRECT_MAX_WIDTH
+                     and _direct_supported())
+        if self.first_layer == "dual" and not dual_ok:
+            raise ValueError(
+                "first_layer='dual' needs backend='cython', full-batch training and a "
+                "first layer that is not the am_softmax output layer.")
+        if self.first_layer == "direct" and not direct_ok:
+            raise ValueError(
+                f"first_layer='direct' needs backend='cython', a CPU with AVX2 and FMA, at "
+                f"most {DIRECT_MAX_WIDTH} first-layer outputs (this network has {n1}) and a "
+                f"first layer that is not the am_softmax output layer.")
+        if self.first_layer != "auto":
+            return self.first_layer
+        # Dual: set-up costs N^2 D (the Gram matrix) + N D n1 (P); each epoch saves about
+        # 4 N D n1 (1 - N/D) flops: worth it once the fit is long enough.
+        if dual_ok and 2 * N <= D and epochs * 4 * n1 * (1 - N / D) > N + n1:
+            return "dual"
+        # Direct: beats BLAS's general GEMM on skinny products once they are large enough
+        # for the per-call overhead not to matter (benchmarks/bench_epoch.py).
+        if direct_ok and N * D >= 1 << 16:
+            return "direct"
+        return "primal"
+
+    def _settings(self):
+        return {"optimizer": self._short, "lr": float(self.lr), "loss": self.loss,
+                "batch_size": self.batch_size, "s": float(self.s), "m": float(self.m)}
+
+    def _read_checkpoint(self, path, net, X):
+        """Load a checkpoint into ``net``; return the state to resume from."""
+        from . import io
+        cnet, meta, arrays = io.read_model_file(path)
+        info = meta.get("checkpoint") if isinstance(meta, dict) else None
+        if not isinstance(info, dict):
+            raise ValueError(f"{path} is a model file, not a training checkpoint.")
+        if cnet.sizes != net.sizes or cnet.dtype != net.dtype or \
+                cnet.activation != net.activation:
+            raise ValueError(
+                f"The checkpoint {path} holds a network {cnet.sizes} "
+                f"({np.dtype(cnet.dtype).name}, {cnet.activation}); the network to resume "
+                f"is {net.sizes} ({np.dtype(net.dtype).name}, {net.activation}).")
+        mine = self._settings()
+        theirs = info.get("settings", {})
+        diff = {k: (theirs.get(k), v) for k, v in mine.items() if theirs.get(k) != v}
+        if diff:
+            pretty = ", ".join(f"{k}: checkpoint {a!r}, now {b!r}" for k, (a, b) in diff.items())
+            raise ValueError(f"The checkpoint {path} was written with other trainer "
+                             f"settings ({pretty}); resume with the same settings.")
+        if info.get("n_samples") != X.shape[0]:
+            raise ValueError(f"The checkpoint {path} was written for {info.get('n_samples')} "
+                             f"samples; X has {X.shape[0]}.")
+        hist = History(**{k: v for k, v in info["history"].items()})
+        hist.loss = [float("nan") if v is None else v for v in hist.loss]
+        hist.val_loss = [float("nan") if v is None else v for v in hist.val_loss]
+        hist.val_accuracy = [float("nan") if v is None else v for v in hist.val_accuracy]
+        for dst, src in zip(net._weights + net._biases, cnet._weights + cnet._biases):
+            np.copyto(dst, src)
+        return {"history": hist, "rng": info.get("rng"), "arrays": arrays}
+
+    def _write_checkpoint(self, path, net, hist, gen, dual_arrays, n_samples):
+        from . import io
+        info = {"settings": self._settings(), "history": hist.to_dict(),
+                "n_samples": n_samples,
+                "rng": gen.bit_generator.state if gen is not None else None}
+        io.save_model(net, path, metadata={"checkpoint": info}, arrays=dual_arrays)
 
     def _run(self, net, ws, bs, X, y, val, epochs, target_loss, monitor, callbacks,
-             progress, t_start):
+             progress, t_start, state=None, ckpt=None):
         N = X.shape[0]
         lossname = self.loss
         hist = History(optimizer=self._short, lr=float(self.lr))
         eng_args = (self.loss, net.activation, net.leak, float(self.s), float(self.m))
-        dual = self._use_dual(net, X, epochs)
-        hist.first_layer = "dual" if dual else "primal"
+        if state is not None:
+            mode = state["history"].first_layer
+        else:
+            mode = self._first_layer_mode(net, X, epochs)
+        hist.first_layer = mode
+        dual = mode == "dual"
+        direct = None
+        nthreads = self.threads or _available_cores()
         sync = None
+        dual_arrays = None
+        if mode == "direct":
+            n1, D = ws[0].shape
+            lanes = 64 // ws[0].itemsize
+            WT = np.zeros((D, -(-n1 // lanes) * lanes), dtype=ws[0].dtype)
+            WT[:, :n1] = ws[0].T
+            direct = WT
+
+            def sync():
+                np.copyto(ws[0], WT[:, :n1].T)
         if dual:
             from ._kernels._core import materialize_first_layer
             W0_init = ws[0].copy()
             C = np.zeros((ws[0].shape[0], N), dtype=ws[0].dtype)
+            if state is not None and "W0_init" in state["arrays"]:
+                np.copyto(W0_init, state["arrays"]["W0_init"])
+                np.copyto(C, state["arrays"]["C"])
+            dual_arrays = {"W0_init": W0_init, "C": C}
             P = X @ W0_init.T
             G = X @ X.T
             eng = _new_engine(self.backend, ws, bs, *eng_args, N, dual=(P, G, C))
@@ -244,7 +354,8 @@ class _Trainer:
             def sync():
                 materialize_first_layer(W0_init, C, X, ws[0])
         else:
-            eng = _new_engine(self.backend, ws, bs, *eng_args, N)
+            eng = _new_engine(self.backend, ws, bs, *eng_args, N, direct=direct,
+                              nthreads=nthreads)
             eng.set_data(X, y)
         veng = None
         if val is not None:
@@ -255,11 +366,15 @@ class _Trainer:
                                    train=False, dual=(Pv, Gv, C))
                 veng.set_data(Xv, yv, Pv, Gv)
             else:
-                veng = _new_engine(self.backend, ws, bs, *eng_args, Xv.shape[0], train=False)
+                veng = _new_engine(self.backend, ws, bs, *eng_args, Xv.shape[0],
+                                   train=False, direct=direct, nthreads=nthreads)
                 veng.set_data(Xv, yv)
         minibatch = self.batch_size is not None and self.batch_size < N
+        gen = None
         if minibatch:
             gen = np.random.default_rng(self.rng)
+            if state is not None and state["rng"] is not None:
+                gen.bit_generator.state = state["rng"]
             B = self.batch_size
             Xb = np.empty((B,) + X.shape[1:], dtype=X.dtype)
             yb = np.empty((B,) + y.shape[1:], dtype=y.dtype)
@@ -286,17 +401,31 @@ class _Trainer:
             if target_loss is not None and hist.epochs_to_target is None and mon < target_loss:
                 hist.epochs_to_target = hist.epochs
 
+        def save_checkpoint():
+            if sync is not None:
+                sync()
+            self._write_checkpoint(ckpt[0], net, hist, gen, dual_arrays, N)
+
         in_epoch = False
         try:
             loss = eng.forward()
-            t_train = time.perf_counter() - t_start
-            if not math.isfinite(loss):
-                raise FloatingPointError(
-                    f"The initial loss is {loss}: the network's output overflows on X. "
-                    f"Scale the inputs (e.g. to [0, 1]) or re-initialise the network.")
-            record(loss, t_train)
-            stop = self._stop_reason(hist, callbacks, 0, epochs)
-            e = 0
+            if state is None:
+                t_train = time.perf_counter() - t_start
+                if not math.isfinite(loss):
+                    raise FloatingPointError(
+                        f"The initial loss is {loss}: the network's output overflows on X. "
+                        f"Scale the inputs (e.g. to [0, 1]) or re-initialise the network.")
+                record(loss, t_train)
+                e = 0
+            else:
+                prev = state["history"]
+                for k in ("loss", "val_loss", "val_accuracy", "seconds", "epochs",
+                          "epochs_to_target", "val_seconds"):
+                    setattr(hist, k, getattr(prev, k))
+                val_time = hist.val_seconds
+                t_train = hist.seconds[-1] + (time.perf_counter() - t_start)
+                e = hist.epochs
+            stop = self._stop_reason(hist, callbacks, e, epochs)
             while stop is None:
                 e += 1
                 t0 = time.perf_counter()
@@ -328,6 +457,9 @@ class _Trainer:
                 if bar is not None:
                     bar.update(e, loss)
                 stop = self._stop_reason(hist, callbacks, e, epochs)
+                if ckpt is not None and stop is None and ckpt[1] and e % ckpt[1] == 0:
+                    hist.val_seconds = val_time
+                    save_checkpoint()
         except KeyboardInterrupt:
             if in_epoch:
                 eng.rollback()
@@ -341,6 +473,8 @@ class _Trainer:
         hist.stopped_reason = stop
         hist.val_seconds = val_time
         net.output = LOSSES[lossname].output
+        if ckpt is not None:
+            save_checkpoint()
         if stop == "diverged":
             msg = (f"{type(self).__name__} diverged at epoch {hist.epochs + 1} (loss became "
                    f"non-finite) with lr={self.lr!r}; the network was restored to epoch "
@@ -379,13 +513,18 @@ class GradientDescent(_Trainer):
         shuffled mini-batch of this size.
     backend : {"cython", "numpy"}, default "cython"
         The BLAS kernels, or their plain-numpy twin (the specification; slow).
-    first_layer : {"auto", "primal", "dual"}, default "auto"
-        ``dual`` keeps the first layer as ``W0_init - C X`` and trains it through the
-        N x N Gram matrix of X, exact and far cheaper when N << D; ``auto`` picks it for
-        full-batch runs where it is cheaper. Reading ``net.weights`` gives the current
-        weights either way.
+    first_layer : {"auto", "primal", "dual", "direct"}, default "auto"
+        How the first layer (whose products with X dominate an epoch) is computed.
+        ``primal``: BLAS GEMMs on ``W[0]``. ``dual``: ``W[0]`` is kept as
+        ``W0_init - C X`` and trained through the N x N Gram matrix of X, exact and far
+        cheaper when N << D (full batch only). ``direct``: hand-written kernels on a
+        transposed copy of ``W[0]``, faster than BLAS for first layers of at most 32
+        units. ``auto`` picks dual, then direct, then primal, where each is possible and
+        cheaper. All agree to float rounding; reading ``net.weights`` gives the current
+        weights in every mode.
     threads : int, optional
-        Limit the BLAS threads (numpy's and scipy's) during ``fit`` (threadpoolctl).
+        Limit the BLAS threads (numpy's and scipy's) during ``fit`` (threadpoolctl)
+        and the threads of the direct kernels (default: every available core).
     rng : None, int or numpy.random.Generator
         Seed for the mini-batch shuffling.
     s, m : float

@@ -29,6 +29,11 @@ the update ``W[0] -= lr D[0]^T X`` becomes ``C += lr D[0]^T``: an N-wide product
 of a D-wide one. For other data (validation) ``P`` and ``G`` are ``Xv W0_init^T`` and
 ``Xv X^T``; ``C`` is shared.
 
+Direct first layer (N > D, n[1] <= 32): the first layer is kept transposed and padded,
+``WT`` of shape ``(n[0], NP)``, and its two products with X run in the hand-written kernels
+of ``_direct.h`` (vectorised across the outputs, X read once per product, sums in natural
+order) instead of BLAS, whose general GEMM handles these skinny shapes poorly.
+
 Everything that can run without the GIL does: a whole epoch is one ``nogil`` call.
 """
 from libc.math cimport exp, log, log1p, fabs, sqrt, tanh
@@ -38,6 +43,17 @@ from libc.string cimport memcpy
 import numpy as np
 
 from ._blas cimport floating, gemm, axpy, dot
+
+cdef extern from "_direct.h" nogil:
+    void pw_first_forward_d(const double* X, int N, int D, const double* WT, int NP,
+                            double* Z, int n1, int nthreads)
+    void pw_first_forward_s(const float* X, int N, int D, const float* WT, int NP,
+                            float* Z, int n1, int nthreads)
+    void pw_first_gradient_d(const double* X, int N, int D, const double* Dl, int n1,
+                             double* G, int nthreads)
+    void pw_first_gradient_s(const float* X, int N, int D, const float* Dl, int n1,
+                             float* G, int nthreads)
+    int pw_direct_supported()
 
 cdef enum:
     ACT_RELU = 0
@@ -90,6 +106,12 @@ cdef struct Net:
     void* P          # N x n[1]
     void* G          # N x ncols
     void* C          # n[1] x ncols
+    # direct first layer
+    bint direct
+    void* WT         # n[0] x NP transposed, padded first-layer weights
+    void* G0         # n[1] x n[0] gradient scratch
+    int NP
+    int nthreads
     # snapshot
     int nstate
     void** state
@@ -265,7 +287,14 @@ cdef double _forward(Net* net, int start, floating lr_type_tag) noexcept nogil:
             gemm(False, True, N, nout, nin, <floating>1, <floating*>net.ahat, nin,
                  <floating*>net.what, nin, <floating>0, dst, nout)
             continue
-        if l == 0 and net.dual:
+        if l == 0 and net.direct:
+            if floating is double:
+                pw_first_forward_d(src, N, nin, <double*>net.WT, net.NP, dst, nout,
+                                   net.nthreads)
+            else:
+                pw_first_forward_s(src, N, nin, <float*>net.WT, net.NP, dst, nout,
+                                   net.nthreads)
+        elif l == 0 and net.dual:
             memcpy(dst, net.P, <size_t>N * nout * sizeof(floating))
             gemm(False, True, N, nout, net.ncols, <floating>-1, <floating*>net.G, net.ncols,
                  <floating*>net.C, net.ncols, <floating>1, dst, nout)
@@ -299,6 +328,7 @@ cdef double _step(Net* net, int first, floating lr, bint refresh) noexcept nogil
     cdef Py_ssize_t i, j
     cdef floating* Dl
     cdef floating* Cm
+    cdef floating* WTm
     for l in range(L - 1, first - 1, -1):
         nin = net.n[l]
         nout = net.n[l + 1]
@@ -324,7 +354,19 @@ cdef double _step(Net* net, int first, floating lr, bint refresh) noexcept nogil
                  <floating>0, <floating*>net.D[l - 1], nin)
             _mul_act_deriv(<floating*>net.D[l - 1], <floating*>net.A[l],
                            <Py_ssize_t>N * nin, net.act, net.leak)
-        if l == 0 and net.dual:
+        if l == 0 and net.direct:
+            if floating is double:
+                pw_first_gradient_d(<double*>net.A[0], N, nin, Dl, nout, <double*>net.G0,
+                                    net.nthreads)
+            else:
+                pw_first_gradient_s(<float*>net.A[0], N, nin, Dl, nout, <float*>net.G0,
+                                    net.nthreads)
+            Cm = <floating*>net.G0
+            WTm = <floating*>net.WT
+            for i in range(nin):
+                for j in range(nout):
+                    WTm[i * net.NP + j] -= lr * Cm[j * nin + i]
+        elif l == 0 and net.dual:
             Cm = <floating*>net.C
             for i in range(N):
                 for j in range(nout):
@@ -424,10 +466,13 @@ cdef class Engine:
         self.net.anorm = NULL
         self.net.state = NULL
         self.net.backup = NULL
+        self.net.direct = False
+        self.net.dual = False
         self.net.nbytes = NULL
 
     def __init__(self, list weights, list biases, str loss, str activation, double leak,
-                 double s, double m, Py_ssize_t capacity, bint train=True, dual=None):
+                 double s, double m, Py_ssize_t capacity, bint train=True, dual=None,
+                 direct=None, int nthreads=1):
         cdef int L = len(weights)
         cdef int l, widest
         cdef object dt = weights[0].dtype
@@ -481,11 +526,27 @@ cdef class Engine:
             self.net.G = _ptr(G)
             self.net.C = _ptr(C)
             self.net.ncols = C.shape[1]
+        self.net.direct = direct is not None
+        self.net.nthreads = max(1, nthreads)
+        if direct is not None:
+            if dual is not None:
+                raise ValueError("the first layer is either dual or direct, not both")
+            WT = direct
+            if WT.dtype != dt or WT.shape[0] != self.net.n[0] or WT.shape[1] < self.net.n[1] \
+                    or (WT.shape[1] * WT.itemsize) % 64 or WT.shape[1] * WT.itemsize > 256:
+                raise ValueError("direct first layer: WT must be (n[0], NP), NP * itemsize a "
+                                 "multiple of 64 bytes, at most 256, NP >= n[1]")
+            self._keep.append(WT)
+            self.net.WT = _ptr(WT)
+            self.net.NP = WT.shape[1]
+            self.net.G0 = self._alloc((self.net.n[1], self.net.n[0]), dt)
         # State to snapshot: everything the updates write.
         state = list(biases) + [w for l, w in enumerate(weights)
-                                if not (l == 0 and dual is not None)]
+                                if not (l == 0 and (dual is not None or direct is not None))]
         if dual is not None:
             state.append(dual[2])
+        if direct is not None:
+            state.append(direct)
         self.net.nstate = len(state)
         self.net.state = <void**>calloc(len(state), sizeof(void*))
         self.net.backup = <void**>calloc(len(state), sizeof(void*))
@@ -606,6 +667,11 @@ cdef inline void* _ptr(arr) except NULL:
     if not arr.flags.c_contiguous:
         raise ValueError("poswise kernels need C-contiguous arrays")
     return <void*><size_t>arr.ctypes.data
+
+
+def direct_supported():
+    """Whether this CPU runs the direct first-layer kernels (AVX2+FMA or AVX-512)."""
+    return bool(pw_direct_supported())
 
 
 def materialize_first_layer(W0_init, C, X, W0_out):
