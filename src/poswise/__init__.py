@@ -4,10 +4,11 @@ The hot loops (dense products through BLAS, activation derivatives, the layer-sp
 backward pass and the in-place update) are Cython kernels that release the GIL; the
 classes here are a thin layer over them.
 """
+from .io import ModelFileError, load_model as load, read_model_file, save_model
 from .network import MLP
 from .trainers import DivergenceWarning, GradientDescent, History, PositionWise
 
 __version__ = "0.1.0"
 
 __all__ = ["MLP", "GradientDescent", "PositionWise", "History", "DivergenceWarning",
-           "__version__"]
+           "load", "save_model", "read_model_file", "ModelFileError", "__version__"]

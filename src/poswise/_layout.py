@@ -41,7 +41,10 @@ def check_scalar(value, name, owner, *, kind="float", low=None, low_inclusive=Fa
         noun = "an int"
     else:
         ok = isinstance(value, Real) and not isinstance(value, bool)
-        ok = ok and bool(np.isfinite(float(value)))
+        try:
+            ok = ok and bool(np.isfinite(float(value)))
+        except OverflowError:      # an int too large for a float
+            ok = False
         noun = "a finite float"
     if ok and low is not None:
         ok = value >= low if low_inclusive else value > low
@@ -128,7 +131,11 @@ def check_y(y, loss, n_samples, n_outputs, dtype, name="y"):
     if not np.isfinite(arr).all():
         raise ValueError(f"{name} contains NaN or infinite values.")
     if loss == "mse":
-        return np.ascontiguousarray(arr, dtype=dtype)
+        out = np.ascontiguousarray(arr, dtype=dtype)
+        if not np.isfinite(out).all():
+            raise ValueError(f"{name} contains values too large for {np.dtype(dtype).name} (they "
+                             f"become inf after conversion); rescale the targets.")
+        return out
     if loss == "bce":
         if n_outputs != 1:
             raise ValueError(f"loss 'bce' needs a network with 1 output; this one has "

@@ -92,6 +92,7 @@ class MLP:
         return tuple(int(s) for s in sizes)
 
     def _set(self, weights, biases, activation, leak, output):
+        self._dtype = weights[0].dtype.type
         self._weights = weights
         self._biases = biases
         self.activation = activation
@@ -163,7 +164,8 @@ class MLP:
 
     @property
     def dtype(self):
-        return self._weights[0].dtype.type
+        """float32 or float64, fixed at construction (replaced arrays are converted)."""
+        return self._dtype
 
     def _head(self):
         if self.output != "auto":
@@ -173,6 +175,11 @@ class MLP:
     def __repr__(self):
         return (f"MLP(sizes={self.sizes}, activation={self.activation!r}, "
                 f"dtype={np.dtype(self.dtype).name}, output={self.output!r})")
+
+    def save(self, path, *, metadata=None):
+        """Write the network to ``path`` (a poswise model file; see :mod:`poswise.io`)."""
+        from .io import save_model
+        save_model(self, path, metadata=metadata)
 
     def copy(self):
         """An independent copy of the network (weights, biases and settings)."""
@@ -186,12 +193,14 @@ class MLP:
         array (dtype, order or shape are checked against the first layer's dtype)."""
         dt = self.dtype
         ws, bs = self.weights, self._biases
-        for l in range(len(ws)):
-            for kind, lst, shape in (("weights", ws, None), ("biases", bs, None)):
-                a = lst[l]
+        for lst, kind in ((ws, "weights"), (bs, "biases")):
+            for l, a in enumerate(lst):
                 if not isinstance(a, np.ndarray) or a.dtype != dt or not a.flags.c_contiguous \
                         or not a.flags.writeable:
+                    a = _layout._as_numeric(a, f"{kind}[{l}]")
                     lst[l] = _layout.as_param(a, dt)
+                if not np.isfinite(lst[l]).all():
+                    raise ValueError(f"The network's {kind}[{l}] contains NaN or inf.")
         for l in range(len(ws)):
             if ws[l].ndim != 2 or bs[l].shape != (ws[l].shape[0],) or (
                     l > 0 and ws[l].shape[1] != ws[l - 1].shape[0]):

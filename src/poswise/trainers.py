@@ -189,6 +189,18 @@ class _Trainer:
             data: ``net`` receives the checkpoint's weights, the history and the shuffling
             state are restored, and training runs up to ``epochs`` in total, exactly as an
             uninterrupted run would.
+
+        Returns
+        -------
+        History
+
+        Raises
+        ------
+        ValueError, TypeError
+            Invalid parameters or inputs (the network is left untouched).
+        FloatingPointError
+            The initial loss is not finite (inputs too large for the network), or the
+            loss diverged with ``on_divergence="raise"``.
         """
         t_start = time.perf_counter()
         self._validate_params()
@@ -204,7 +216,11 @@ class _Trainer:
             raise ValueError("monitor='val_loss' needs validation_data.")
         if callable(callbacks):
             callbacks = (callbacks,)
-        callbacks = tuple(callbacks)
+        try:
+            callbacks = tuple(callbacks)
+        except TypeError:
+            raise TypeError(f"callbacks must be a callable or a sequence of callables; got "
+                            f"{callbacks!r}.") from None
         for cb in callbacks:
             if not callable(cb):
                 raise TypeError(f"callbacks must be callables; got {cb!r}.")
@@ -404,9 +420,20 @@ class _Trainer:
         def save_checkpoint():
             if sync is not None:
                 sync()
-            self._write_checkpoint(ckpt[0], net, hist, gen, dual_arrays, N)
+            try:
+                self._write_checkpoint(ckpt[0], net, hist, gen, dual_arrays, N)
+            except OSError as exc:
+                warnings.warn(f"The checkpoint {ckpt[0]} could not be written ({exc}); "
+                              f"training goes on.", RuntimeWarning, stacklevel=4)
+
+        def rollback():
+            eng.rollback()
+            if gen is not None:
+                gen.bit_generator.state = rng_state
 
         in_epoch = False
+        rng_state = None
+        e = 0
         try:
             loss = eng.forward()
             if state is None:
@@ -425,6 +452,8 @@ class _Trainer:
                 val_time = hist.val_seconds
                 t_train = hist.seconds[-1] + (time.perf_counter() - t_start)
                 e = hist.epochs
+            # the head is part of the trained network (and of its checkpoints)
+            net.output = LOSSES[lossname].output
             stop = self._stop_reason(hist, callbacks, e, epochs)
             while stop is None:
                 e += 1
@@ -432,6 +461,7 @@ class _Trainer:
                 in_epoch = True
                 if minibatch:
                     eng.snapshot()
+                    rng_state = gen.bit_generator.state
                     perm = gen.permutation(N)
                     for start in range(0, N, B):
                         idx = perm[start:start + B]
@@ -446,7 +476,7 @@ class _Trainer:
                     loss = eng.epoch(pwo, lr)
                 t_train += time.perf_counter() - t0
                 if not math.isfinite(loss):
-                    eng.rollback()
+                    rollback()
                     if minibatch:
                         eng.forward()
                     in_epoch = False
@@ -461,8 +491,19 @@ class _Trainer:
                     hist.val_seconds = val_time
                     save_checkpoint()
         except KeyboardInterrupt:
-            if in_epoch:
-                eng.rollback()
+            # Keep the network and the history at the same, last completed epoch: an
+            # interrupt inside an epoch (or while it was being recorded) undoes that epoch.
+            n = min(len(hist.loss), len(hist.seconds))
+            if veng is not None:
+                n = min(n, len(hist.val_loss), len(hist.val_accuracy))
+            if in_epoch and e >= 1:
+                rollback()
+                n = min(n, e)
+            for k in ("loss", "seconds", "val_loss", "val_accuracy"):
+                del getattr(hist, k)[n:]
+            hist.epochs = max(n - 1, 0)
+            if hist.epochs_to_target is not None and hist.epochs_to_target >= n:
+                hist.epochs_to_target = None
             stop = "interrupted"
         finally:
             net._sync = None
@@ -488,7 +529,8 @@ class _Trainer:
     def _stop_reason(hist, callbacks, epoch, epochs):
         stop = None
         for cb in callbacks:
-            if cb(epoch, hist) is True:
+            answer = cb(epoch, hist)
+            if answer is True or answer is np.True_:
                 stop = "callback"
         if hist.epochs_to_target is not None:
             return "target_reached"
