@@ -407,9 +407,10 @@ class _Trainer:
             hist.val_accuracy.append(veng.accuracy())
             val_time += time.perf_counter() - t0
 
-        def record(loss, t_train):
+        def record(loss):
+            # wall time since the call started (plus the resumed run's), validation excluded
             hist.loss.append(loss)
-            hist.seconds.append(t_train)
+            hist.seconds.append(t_offset + time.perf_counter() - t_start - val_time)
             if veng is not None:
                 evaluate()
             hist.epochs = len(hist.loss) - 1
@@ -434,30 +435,29 @@ class _Trainer:
         in_epoch = False
         rng_state = None
         e = 0
+        t_offset = val_offset = 0.0
         try:
             loss = eng.forward()
             if state is None:
-                t_train = time.perf_counter() - t_start
                 if not math.isfinite(loss):
                     raise FloatingPointError(
                         f"The initial loss is {loss}: the network's output overflows on X. "
                         f"Scale the inputs (e.g. to [0, 1]) or re-initialise the network.")
-                record(loss, t_train)
+                record(loss)
                 e = 0
             else:
                 prev = state["history"]
                 for k in ("loss", "val_loss", "val_accuracy", "seconds", "epochs",
                           "epochs_to_target", "val_seconds"):
                     setattr(hist, k, getattr(prev, k))
-                val_time = hist.val_seconds
-                t_train = hist.seconds[-1] + (time.perf_counter() - t_start)
+                t_offset = hist.seconds[-1]
+                val_offset = hist.val_seconds
                 e = hist.epochs
             # the head is part of the trained network (and of its checkpoints)
             net.output = LOSSES[lossname].output
             stop = self._stop_reason(hist, callbacks, e, epochs)
             while stop is None:
                 e += 1
-                t0 = time.perf_counter()
                 in_epoch = True
                 if minibatch:
                     eng.snapshot()
@@ -474,7 +474,6 @@ class _Trainer:
                     loss = eng.forward()
                 else:
                     loss = eng.epoch(pwo, lr)
-                t_train += time.perf_counter() - t0
                 if not math.isfinite(loss):
                     rollback()
                     if minibatch:
@@ -482,13 +481,13 @@ class _Trainer:
                     in_epoch = False
                     stop = "diverged"
                     break
-                record(loss, t_train)
+                record(loss)
                 in_epoch = False
                 if bar is not None:
                     bar.update(e, loss)
                 stop = self._stop_reason(hist, callbacks, e, epochs)
                 if ckpt is not None and stop is None and ckpt[1] and e % ckpt[1] == 0:
-                    hist.val_seconds = val_time
+                    hist.val_seconds = val_offset + val_time
                     save_checkpoint()
         except KeyboardInterrupt:
             # Keep the network and the history at the same, last completed epoch: an
@@ -512,7 +511,7 @@ class _Trainer:
             if bar is not None:
                 bar.close()
         hist.stopped_reason = stop
-        hist.val_seconds = val_time
+        hist.val_seconds = val_offset + val_time
         net.output = LOSSES[lossname].output
         if ckpt is not None:
             save_checkpoint()
