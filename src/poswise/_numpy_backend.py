@@ -22,8 +22,14 @@ def activate(z, activation, leak):
     if activation == "tanh":
         return np.tanh(z)
     if activation == "sigmoid":
-        return (1 / (1 + np.exp(-z))).astype(z.dtype)
+        return sigmoid(z)
     return z
+
+
+def sigmoid(z):
+    """1 / (1 + exp(-z)) without overflow warnings."""
+    e = np.exp(-np.abs(z))
+    return np.where(z >= 0, 1 / (1 + e), e / (1 + e)).astype(z.dtype)
 
 
 def activation_derivative(a, activation, leak):

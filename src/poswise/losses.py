@@ -56,8 +56,8 @@ def loss_value_and_delta(loss, out, y, *, s=30.0, m=0.35):
     if loss == "bce":
         z = out[:, 0]
         value = np.mean(np.maximum(z, 0) - z * y + np.log1p(np.exp(-np.abs(z))))
-        p = np.where(z >= 0, 1 / (1 + np.exp(-np.abs(z))),
-                     np.exp(-np.abs(z)) / (1 + np.exp(-np.abs(z))))
+        e = np.exp(-np.abs(z))
+        p = np.where(z >= 0, 1 / (1 + e), e / (1 + e))
         return value, ((p - y) / N)[:, None].astype(out.dtype)
     if loss == "mse":
         r = out - y

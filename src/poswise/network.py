@@ -225,8 +225,8 @@ class MLP:
         z = self.decision_function(X)
         head = self._head()
         if head == "sigmoid":
-            return np.where(z >= 0, 1 / (1 + np.exp(-np.abs(z))),
-                            np.exp(-np.abs(z)) / (1 + np.exp(-np.abs(z))))
+            from ._numpy_backend import sigmoid
+            return sigmoid(z)
         if head in ("softmax", "cosine"):
             z = z * s if head == "cosine" else z
             e = np.exp(z - z.max(axis=1, keepdims=True))

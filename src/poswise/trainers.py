@@ -231,6 +231,7 @@ class _Trainer:
         sizes, dt = net.sizes, net.dtype
         X = _layout.check_X(X, dt, sizes[0])
         y = _layout.check_y(y, self.loss, X.shape[0], sizes[-1], dt)
+        val = None
         if validation_data is not None:
             try:
                 Xv, yv = validation_data
@@ -238,6 +239,7 @@ class _Trainer:
                 raise ValueError("validation_data must be a pair (X_val, y_val).") from None
             Xv = _layout.check_X(Xv, dt, sizes[0], name="X_val")
             yv = _layout.check_y(yv, self.loss, Xv.shape[0], sizes[-1], dt, name="y_val")
+            val = (Xv, yv)
 
         state = None
         if resume is not None:
@@ -251,7 +253,7 @@ class _Trainer:
             from threadpoolctl import threadpool_limits
             threads_ctx = threadpool_limits(limits=self.threads)
         try:
-            return self._run(net, ws, bs, X, y, validation_data and (Xv, yv), epochs,
+            return self._run(net, ws, bs, X, y, val, epochs,
                              target_loss, monitor, callbacks, progress, t_start, state, ckpt)
         finally:
             if threads_ctx is not None:
