@@ -1,0 +1,7 @@
+"""``python -m poswise``: the ``poswise`` command (see :mod:`poswise.cli`)."""
+import sys
+
+from .cli import main
+
+if __name__ == "__main__":
+    sys.exit(main())
