@@ -348,3 +348,25 @@ def test_direct_minibatch_and_thread_count_invariance(pwo):
             np.testing.assert_array_equal(a, b)
     for l in range(3):
         assert rel_err(nets[0].weights[l], ref.weights[l]) <= 1e-9
+
+
+def test_dual_epochs_run_blas_on_one_thread_unless_told():
+    from threadpoolctl import threadpool_info
+
+    def blas_threads():
+        return {p["filepath"]: p["num_threads"] for p in threadpool_info()
+                if p["user_api"] == "blas"}
+
+    before = blas_threads()
+    rng = np.random.default_rng(0)
+    X, y = make_problem(20, 400, 1, "bce", rng)
+    seen = []
+    cb = lambda epoch, hist: seen.append(set(blas_threads().values()))  # noqa: E731
+    poswise.GradientDescent(0.1, first_layer="dual").fit(
+        poswise.MLP((400, 8, 1), rng=0), X, y, epochs=3, callbacks=[cb])
+    assert all(s == {1} for s in seen)
+    assert blas_threads() == before
+    seen.clear()
+    poswise.GradientDescent(0.1, first_layer="primal").fit(
+        poswise.MLP((400, 8, 1), rng=0), X, y, epochs=3, callbacks=[cb])
+    assert seen[-1] == set(before.values())

@@ -433,16 +433,9 @@ class _NoInterrupt:
 
 
 def _threads(args, ds):
-    """The BLAS thread limit: --threads, else 1 for Gram-matrix (dual) training.
-
-    In dual mode an epoch is a handful of products of size N x N x n1 (cat: 209 x 209 x
-    20); a second BLAS thread saves nothing there, and when another process keeps the
-    cores busy the threads' synchronisation made cat epochs up to 60 times slower here
-    (12.6 s instead of 0.2 s for a run of 1551 epochs).
-    """
-    if args.threads is not None:
-        return args.threads
-    return 1 if _gram_path(args, ds) else None
+    """The thread limit: --threads, else None (the trainers' defaults; on the Gram-matrix
+    path they run BLAS on one thread, see ``poswise.trainers``)."""
+    return args.threads
 
 
 def _gram_path(args, ds):

@@ -347,6 +347,7 @@ class _Trainer:
         nthreads = self.threads or _available_cores()
         sync = None
         dual_arrays = None
+        blas_limit = None
         if mode == "direct":
             n1, D = ws[0].shape
             lanes = 64 // ws[0].itemsize
@@ -371,6 +372,13 @@ class _Trainer:
 
             def sync():
                 materialize_first_layer(W0_init, C, X, ws[0])
+
+            if self.threads is None:
+                # Dual epochs are products of N x N x n1 (cat: 209 x 209 x 20): a second
+                # BLAS thread only adds synchronisation, which costs up to 60x when another
+                # process keeps the cores busy. The set-up products above keep all threads.
+                from threadpoolctl import threadpool_limits
+                blas_limit = threadpool_limits(limits=1, user_api="blas")
         else:
             eng = _new_engine(self.backend, ws, bs, *eng_args, N, direct=direct,
                               nthreads=nthreads)
@@ -510,7 +518,11 @@ class _Trainer:
             net._sync = None
             if sync is not None:
                 sync()
+            if blas_limit is not None:
+                blas_limit.restore_original_limits()
             if bar is not None:
+                if hist.loss:
+                    bar.update(hist.epochs, hist.loss[-1], force=True)
                 bar.close()
         hist.stopped_reason = stop
         hist.val_seconds = val_offset + val_time
@@ -600,9 +612,9 @@ class _Progress:
         self.total, self.label, self.stream = total, label, sys.stderr
         self.last = 0.0
 
-    def update(self, epoch, loss):
+    def update(self, epoch, loss, force=False):
         now = time.perf_counter()
-        if now - self.last < 0.1 and epoch < self.total:
+        if now - self.last < 0.1 and epoch < self.total and not force:
             return
         self.last = now
         width = 30
