@@ -99,11 +99,17 @@ def check_X(X, dtype, n_features=None, name="X"):
             f"{name} has {arr.shape[1]} features per sample but the network expects "
             f"{n_features} (sizes[0]).")
     out = np.ascontiguousarray(arr, dtype=dtype)
-    if not np.isfinite(out).all():
+    if not _all_finite(out):
         bad = int(np.count_nonzero(~np.isfinite(out)))
         raise ValueError(f"{name} contains {bad} NaN or infinite value(s) (after conversion "
                          f"to {np.dtype(dtype).name}); clean or impute them first.")
     return out
+
+
+def _all_finite(a, block_bytes=1 << 22):
+    """np.isfinite(a).all() in row blocks: no temporary the size of ``a``."""
+    rows = max(1, block_bytes // max(1, a.itemsize * (a.size // max(1, a.shape[0]))))
+    return all(np.isfinite(a[i:i + rows]).all() for i in range(0, a.shape[0], rows))
 
 
 def check_y(y, loss, n_samples, n_outputs, dtype, name="y"):

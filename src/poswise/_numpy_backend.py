@@ -116,10 +116,12 @@ class NumpyEngine:
             if l == self.L - 1 and self.loss == "am_softmax":
                 g_what = delta.T @ self.ahat
                 grads[l] = (normalize_backward(g_what, self.what, self.wnorm), None)
-                g_a = normalize_backward(delta @ self.what, self.ahat, self.anorm)
+                if l > first:
+                    g_a = normalize_backward(delta @ self.what, self.ahat, self.anorm)
             else:
                 grads[l] = (delta.T @ a, delta.sum(axis=0))
-                g_a = delta @ self.W[l]
+                if l > first:
+                    g_a = delta @ self.W[l]
             if l > first:
                 delta = g_a * activation_derivative(a, self.activation, self.leak)
         return grads

@@ -373,12 +373,7 @@ class _Trainer:
             def sync():
                 materialize_first_layer(W0_init, C, X, ws[0])
 
-            if self.threads is None:
-                # Dual epochs are products of N x N x n1 (cat: 209 x 209 x 20): a second
-                # BLAS thread only adds synchronisation, which costs up to 60x when another
-                # process keeps the cores busy. The set-up products above keep all threads.
-                from threadpoolctl import threadpool_limits
-                blas_limit = threadpool_limits(limits=1, user_api="blas")
+
         else:
             eng = _new_engine(self.backend, ws, bs, *eng_args, N, direct=direct,
                               nthreads=nthreads)
@@ -442,6 +437,15 @@ class _Trainer:
             if gen is not None:
                 gen.bit_generator.state = rng_state
 
+        if mode == "direct" or (mode == "dual" and self.threads is None):
+            # Dual epochs are products of N x N x n1 (cat: 209 x 209 x 20): a second BLAS
+            # thread only adds synchronisation, which costs up to 60x when another process
+            # keeps the cores busy. In direct mode BLAS only computes the small layers, and
+            # its idle threads spin against the direct kernels' threads (measured: a
+            # 60000 x 784 GD epoch takes 100 ms with two BLAS threads, 70 ms with one). The
+            # set-up products above keep all threads.
+            from threadpoolctl import threadpool_limits
+            blas_limit = threadpool_limits(limits=1, user_api="blas")
         in_epoch = False
         rng_state = None
         e = 0
@@ -579,7 +583,10 @@ class GradientDescent(_Trainer):
         weights in every mode.
     threads : int, optional
         Limit the BLAS threads (numpy's and scipy's) during ``fit`` (threadpoolctl)
-        and the threads of the direct kernels (default: every available core).
+        and the threads of the direct kernels (default: every available core). During
+        the epochs of a ``direct`` fit, and of a ``dual`` fit without ``threads``, BLAS
+        runs on one thread: it only computes small products there, and its idle threads
+        would spin against the kernels' threads.
     rng : None, int or numpy.random.Generator
         Seed for the mini-batch shuffling.
     s, m : float

@@ -50,9 +50,9 @@ cdef extern from "_direct.h" nogil:
     void pw_first_forward_s(const float* X, int N, int D, const float* WT, int NP,
                             float* Z, int n1, int nthreads)
     void pw_first_gradient_d(const double* X, int N, int D, const double* Dl, int n1,
-                             double* G, int nthreads)
+                             double* G, int accumulate, int nthreads)
     void pw_first_gradient_s(const float* X, int N, int D, const float* Dl, int n1,
-                             float* G, int nthreads)
+                             float* G, int accumulate, int nthreads)
     int pw_direct_supported()
 
 cdef enum:
@@ -131,25 +131,39 @@ cdef inline floating _sigmoid(floating z) noexcept nogil:
 
 cdef void _bias_act(floating* Z, const floating* b, int N, int n, int act,
                     double leak) noexcept nogil:
-    """Z := act(Z + b) row-wise, in place; act < 0 means identity without a code."""
+    """Z := act(Z + b) row-wise, in place (the activation is chosen outside the loops)."""
     # IN/OUT: Z (N x n)   IN: b (n)
     cdef Py_ssize_t i, j
     cdef floating z
     cdef floating* row
-    for i in range(N):
-        row = Z + i * n
-        for j in range(n):
-            z = row[j] + b[j]
-            if act == ACT_RELU:
+    cdef floating lk = <floating>leak
+    if act == ACT_RELU:
+        for i in range(N):
+            row = Z + i * n
+            for j in range(n):
+                z = row[j] + b[j]
                 row[j] = z if z > 0 else 0
-            elif act == ACT_LEAKY_RELU:
-                row[j] = z if z > 0 else <floating>(leak * z)
-            elif act == ACT_TANH:
-                row[j] = <floating>tanh(<double>z)
-            elif act == ACT_SIGMOID:
-                row[j] = _sigmoid(z)
-            else:
-                row[j] = z
+    elif act == ACT_LEAKY_RELU:
+        for i in range(N):
+            row = Z + i * n
+            for j in range(n):
+                z = row[j] + b[j]
+                row[j] = z if z > 0 else lk * z
+    elif act == ACT_TANH:
+        for i in range(N):
+            row = Z + i * n
+            for j in range(n):
+                row[j] = <floating>tanh(<double>(row[j] + b[j]))
+    elif act == ACT_SIGMOID:
+        for i in range(N):
+            row = Z + i * n
+            for j in range(n):
+                row[j] = _sigmoid(row[j] + b[j])
+    else:
+        for i in range(N):
+            row = Z + i * n
+            for j in range(n):
+                row[j] = row[j] + b[j]
 
 
 cdef void _mul_act_deriv(floating* D, const floating* A, Py_ssize_t count, int act,
@@ -181,22 +195,20 @@ cdef double _loss_delta(Net* net, floating* out, floating* delta) noexcept nogil
     # IN: out (N x K), targets   OUT: delta (N x K) or NULL
     cdef int N = net.N, K = net.n[net.L]
     cdef Py_ssize_t i, k, yk
-    cdef double total = 0.0, z, t, p, mx, ssum, scale, e
+    cdef double total = 0.0, z, t, p, mx, ssum, scale, e, s, m
     cdef floating* row
     cdef floating* drow
     cdef const floating* yf = <const floating*>net.y
     cdef double invN = 1.0 / N
+    cdef double ebuf[64]
     if net.loss == LOSS_BCE:
         for i in range(N):
             z = out[i]
             t = yf[i]
-            total += (z if z > 0 else 0.0) - z * t + log1p(exp(-fabs(z)))
+            e = exp(-fabs(z))
+            total += (z if z > 0 else 0.0) - z * t + log1p(e)
             if delta != NULL:
-                if z >= 0:
-                    p = 1.0 / (1.0 + exp(-z))
-                else:
-                    e = exp(z)
-                    p = e / (1.0 + e)
+                p = 1.0 / (1.0 + e) if z >= 0 else e / (1.0 + e)
                 delta[i] = <floating>((p - t) * invN)
     elif net.loss == LOSS_MSE:
         for i in range(N * K):
@@ -205,35 +217,38 @@ cdef double _loss_delta(Net* net, floating* out, floating* delta) noexcept nogil
             if delta != NULL:
                 delta[i] = <floating>(z * invN)
     else:
-        # softmax cross-entropy; for am_softmax the logits are s (cos - m [k = y]) and the
-        # error is taken with respect to the cosines, hence the extra factor s.
-        scale = net.s if net.loss == LOSS_AM_SOFTMAX else 1.0
+        # softmax cross-entropy of the logits; for am_softmax the logits are
+        # s (cos - m [k = y]) and the error is taken with respect to the cosines (factor s).
+        # One exp per element: kept in ebuf when K <= 64, recomputed otherwise.
+        if net.loss == LOSS_AM_SOFTMAX:
+            s, m = net.s, net.m
+        else:
+            s, m = 1.0, 0.0
+        scale = s
         for i in range(N):
             row = out + i * K
             yk = net.yi[i]
             mx = -1e300
             for k in range(K):
-                z = _logit(net, row[k], k == yk)
+                z = s * (row[k] - (m if k == yk else 0.0))
                 if z > mx:
                     mx = z
             ssum = 0.0
             for k in range(K):
-                ssum += exp(_logit(net, row[k], k == yk) - mx)
-            total += mx + log(ssum) - _logit(net, row[yk], True)
+                e = exp(s * (row[k] - (m if k == yk else 0.0)) - mx)
+                if k < 64:
+                    ebuf[k] = e
+                ssum += e
+            total += mx + log(ssum) - s * (row[yk] - m)
             if delta != NULL:
                 drow = delta + i * K
                 for k in range(K):
-                    p = exp(_logit(net, row[k], k == yk) - mx) / ssum
+                    e = ebuf[k] if k < 64 else exp(s * (row[k] - (m if k == yk else 0.0)) - mx)
+                    p = e / ssum
                     if k == yk:
                         p -= 1.0
                     drow[k] = <floating>(scale * p * invN)
     return total * invN
-
-
-cdef inline double _logit(Net* net, double z, bint is_target) noexcept nogil:
-    if net.loss == LOSS_AM_SOFTMAX:
-        return net.s * (z - net.m) if is_target else net.s * z
-    return z
 
 
 cdef void _normalize_rows(const floating* V, floating* Vhat, double* norms, int rows,
@@ -357,10 +372,10 @@ cdef double _step(Net* net, int first, floating lr, bint refresh) noexcept nogil
         if l == 0 and net.direct:
             if floating is double:
                 pw_first_gradient_d(<double*>net.A[0], N, nin, Dl, nout, <double*>net.G0,
-                                    net.nthreads)
+                                    0, net.nthreads)
             else:
                 pw_first_gradient_s(<float*>net.A[0], N, nin, Dl, nout, <float*>net.G0,
-                                    net.nthreads)
+                                    0, net.nthreads)
             Cm = <floating*>net.G0
             WTm = <floating*>net.WT
             for i in range(nin):

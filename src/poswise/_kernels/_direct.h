@@ -128,13 +128,11 @@ PW_INLINE void NAME##_fwd(const T* X, int D, const T* WT, int NP, T* Z, int n1, 
     }                                                                                      \
 }                                                                                          \
                                                                                            \
-/* G[j, k0:k1] (G is n1 x D) = sum over rows i of d_ij x_i[k0:k1], rows RBW at a time:   \
+/* G[j, k0:k1] (G is n1 x D) += sum over rows i of d_ij x_i[k0:k1], rows RBW at a time:   \
  * the RBW row segments of X stay in registers while every output j is accumulated. */     \
 PW_INLINE void NAME##_bwd(const T* X, int N, int D, const T* Dl, int n1, T* G, int k0,     \
                           int k1, const int RBW) {                                         \
     int i, k, j, r;                                                                        \
-    for (j = 0; j < n1; j++)                                                               \
-        for (k = k0; k < k1; k++) G[(size_t)j * D + k] = 0;                                \
     for (i = 0; i + RBW <= N; i += RBW) {                                                  \
         const T* x = X + (size_t)i * D;                                                    \
         const T* d = Dl + (size_t)i * n1;                                                  \
@@ -233,12 +231,14 @@ static void pw_first_forward_##SUF(const T* X, int N, int D, const T* WT, int NP
     pw_parallel(pw_fwd_job_##SUF, args, n);                                                \
 }                                                                                          \
                                                                                            \
-/* G (n1 x D) = Dl^T X (Dl is N x n1); columns of X split over nthreads. */               \
+/* G (n1 x D) = Dl^T X, or G += Dl^T X with accumulate (Dl is N x n1); columns of X     \
+ * split over nthreads. */                                                                 \
 static void pw_first_gradient_##SUF(const T* X, int N, int D, const T* Dl, int n1, T* G,  \
-                                    int nthreads) {                                        \
+                                    int accumulate, int nthreads) {                        \
     pw_job_##SUF jobs[PW_MAX_THREADS];                                                     \
     void* args[PW_MAX_THREADS];                                                            \
     int t, n = nthreads < 1 ? 1 : (nthreads > PW_MAX_THREADS ? PW_MAX_THREADS : nthreads); \
+    if (!accumulate) memset(G, 0, (size_t)n1 * D * sizeof(T));                             \
     if ((long long)N * D < (1LL << 18) * n || D < 32 * n) n = 1;                           \
     for (t = 0; t < n; t++) {                                                              \
         jobs[t].X = X; jobs[t].Dl = Dl; jobs[t].G = G; jobs[t].N = N; jobs[t].D = D;       \
