@@ -370,3 +370,32 @@ def test_dual_epochs_run_blas_on_one_thread_unless_told():
     poswise.GradientDescent(0.1, first_layer="primal").fit(
         poswise.MLP((400, 8, 1), rng=0), X, y, epochs=3, callbacks=[cb])
     assert seen[-1] == set(before.values())
+
+
+@requires_direct
+@pytest.mark.parametrize("loss,K", [("bce", 1), ("cross_entropy", 3), ("mse", 2)])
+@pytest.mark.parametrize("dtype,tol", [(np.float64, 1e-9), (np.float32, 1e-4)])
+@pytest.mark.parametrize("block_bytes", [1, 3000, 1 << 22], ids=["16rows", "odd", "one"])
+def test_fused_gd_epoch_matches_primal(monkeypatch, loss, K, dtype, tol, block_bytes):
+    """Full-batch GD with the direct first layer reads X once per epoch, block by block
+    (blocks of 16 rows, of an odd size with a tail, or one block): same results."""
+    import poswise.trainers as tr
+    monkeypatch.setattr(tr, "FUSED_BLOCK_BYTES", block_bytes)
+    rng = np.random.default_rng(K)
+    X, y = make_problem(203, 37, K, loss, rng)
+    Xv, yv = make_problem(9, 37, K, loss, rng)
+    net = poswise.MLP((37, 20, 6, K), rng=1, dtype=dtype, activation="tanh")
+    fused = net.copy()
+    kw = dict(epochs=10, validation_data=(Xv, yv))
+    h1 = poswise.GradientDescent(0.05, loss=loss, first_layer="primal").fit(net, X, y, **kw)
+    h2 = poswise.GradientDescent(0.05, loss=loss, first_layer="direct").fit(fused, X, y, **kw)
+    three = net.copy()    # three threads, each with its own range of blocks
+    poswise.GradientDescent(0.05, loss=loss, first_layer="direct", threads=3).fit(
+        three, X, y, **kw)
+    for l in range(3):
+        assert rel_err(three.weights[l], net.weights[l]) <= tol
+        assert rel_err(fused.weights[l], net.weights[l]) <= tol
+        assert rel_err(fused.biases[l], net.biases[l]) <= tol
+    np.testing.assert_allclose(h2.loss, h1.loss, rtol=tol)
+    np.testing.assert_allclose(h2.val_loss, h1.val_loss, rtol=tol)
+    np.testing.assert_allclose(h2.val_accuracy, h1.val_accuracy)

@@ -24,6 +24,9 @@ BACKENDS = ("cython", "numpy")
 FIRST_LAYER_MODES = ("auto", "primal", "dual", "direct")
 # The direct kernels vectorise across at most 32 first-layer outputs (_direct.h).
 DIRECT_MAX_WIDTH = 32
+# Full-batch GD with the direct first layer runs fused: blocks of about this many bytes of
+# X go forward and backward while in cache, so X is read once per epoch, not twice.
+FUSED_BLOCK_BYTES = 1 << 20
 STOP_REASONS = ("max_epochs", "target_reached", "callback", "diverged", "interrupted")
 
 
@@ -102,11 +105,11 @@ def _direct_supported():
     return direct_supported()
 
 
-def _new_engine(backend, *args, direct=None, nthreads=1, **kwargs):
+def _new_engine(backend, *args, direct=None, nthreads=1, fused_block=0, **kwargs):
     if backend == "numpy":
         from ._numpy_backend import NumpyEngine
         return NumpyEngine(*args, **kwargs)
-    kwargs.update(direct=direct, nthreads=nthreads)
+    kwargs.update(direct=direct, nthreads=nthreads, fused_block=fused_block)
     from ._kernels._core import Engine
     return Engine(*args, **kwargs)
 
@@ -375,8 +378,12 @@ class _Trainer:
 
 
         else:
+            fused = 0
+            if (mode == "direct" and not self._pwo and self.loss != "am_softmax"
+                    and (self.batch_size is None or self.batch_size >= N)):
+                fused = max(16, FUSED_BLOCK_BYTES // (X.shape[1] * X.itemsize))
             eng = _new_engine(self.backend, ws, bs, *eng_args, N, direct=direct,
-                              nthreads=nthreads)
+                              nthreads=nthreads, fused_block=fused)
             eng.set_data(X, y)
         veng = None
         if val is not None:

@@ -34,11 +34,18 @@ Direct first layer (N > D, n[1] <= 32): the first layer is kept transposed and p
 of ``_direct.h`` (vectorised across the outputs, X read once per product, sums in natural
 order) instead of BLAS, whose general GEMM handles these skinny shapes poorly.
 
+Fused GD (direct first layer, full batch): an epoch applies the gradient of the previous
+pass, then runs one pass over X in blocks of rows that go forward and backward while in
+cache, accumulating the next gradient: X is read once per epoch instead of twice. Each
+thread takes a contiguous range of whole blocks with its own buffers and accumulators;
+the partial sums are added in thread order (results depend on the thread count only
+through that final sum).
+
 Everything that can run without the GIL does: a whole epoch is one ``nogil`` call.
 """
 from libc.math cimport exp, log, log1p, fabs, sqrt, tanh
 from libc.stdlib cimport malloc, calloc, free
-from libc.string cimport memcpy
+from libc.string cimport memcpy, memset
 
 import numpy as np
 
@@ -54,6 +61,8 @@ cdef extern from "_direct.h" nogil:
     void pw_first_gradient_s(const float* X, int N, int D, const float* Dl, int n1,
                              float* G, int accumulate, int nthreads)
     int pw_direct_supported()
+    ctypedef void (*pw_fn)(void*) noexcept nogil
+    void pw_parallel(pw_fn fn, void** args, int n)
 
 cdef enum:
     ACT_RELU = 0
@@ -112,6 +121,14 @@ cdef struct Net:
     void* G0         # n[1] x n[0] gradient scratch
     int NP
     int nthreads
+    # fused gradient-descent epoch (direct first layer): X read once per epoch
+    bint fused
+    int B            # rows per block
+    void** gW        # L gradient accumulators (gW[0] unused: G0)
+    double** gb      # L bias-gradient accumulators
+    double invN      # 1 / N of the whole data when > 0 (a block's loss is a share of it)
+    int njobs        # threads of a fused pass, each with its own view and accumulators
+    void* jobs       # FusedJob[njobs]
     # snapshot
     int nstate
     void** state
@@ -199,7 +216,7 @@ cdef double _loss_delta(Net* net, floating* out, floating* delta) noexcept nogil
     cdef floating* row
     cdef floating* drow
     cdef const floating* yf = <const floating*>net.y
-    cdef double invN = 1.0 / N
+    cdef double invN = net.invN if net.invN > 0 else 1.0 / N
     cdef double ebuf[64]
     if net.loss == LOSS_BCE:
         for i in range(N):
@@ -404,11 +421,161 @@ cdef void _snapshot(Net* net, bint restore) noexcept nogil:
             memcpy(net.backup[i], net.state[i], net.nbytes[i])
 
 
+cdef struct FusedJob:
+    Net v            # this thread's view: own block buffers and gradient accumulators
+    void* X          # the whole data, targets and logits (v's point into them)
+    void* y
+    int* yi
+    void* out
+    int ntotal
+    int lo
+    int hi
+    double loss
+
+
+cdef double _fused_rows(FusedJob* job, floating tag) noexcept nogil:
+    """Loss share and gradients of rows [lo, hi), block by block, into the job's
+    accumulators.
+
+    Each block of B rows goes forward through every layer, then backward, and adds its
+    share to the gradients while it is still in cache: X is read from memory once per
+    epoch instead of twice.
+    """
+    cdef Net* v = &job.v
+    cdef int L = v.L, K = v.n[v.L], l, nin, nout, r0, rows, lo = job.lo, hi = job.hi
+    cdef Py_ssize_t i, j
+    cdef double total = 0.0
+    cdef floating* Dl
+    cdef double* g
+    v.invN = 1.0 / job.ntotal
+    v.nthreads = 1
+    for l in range(L):
+        for j in range(v.n[l + 1]):
+            v.gb[l][j] = 0.0
+    if lo >= hi:            # no rows: zero accumulators
+        for l in range(1, L):
+            memset(v.gW[l], 0, <size_t>v.n[l] * v.n[l + 1] * sizeof(floating))
+        memset(v.G0, 0, <size_t>v.n[0] * v.n[1] * sizeof(floating))
+    r0 = lo
+    while r0 < hi:
+        rows = v.B if r0 + v.B <= hi else hi - r0
+        v.N = rows
+        v.A[0] = <floating*>job.X + <Py_ssize_t>r0 * v.n[0]
+        v.out = <floating*>job.out + <Py_ssize_t>r0 * K
+        if job.yi != NULL:
+            v.yi = job.yi + r0
+        else:
+            v.y = <floating*>job.y + <Py_ssize_t>r0 * (K if v.loss == LOSS_MSE else 1)
+        total += _forward(v, 0, tag)
+        for l in range(L - 1, -1, -1):
+            nin = v.n[l]
+            nout = v.n[l + 1]
+            Dl = <floating*>v.D[l]
+            if l > 0:
+                gemm(False, False, rows, nin, nout, <floating>1, Dl, nout,
+                     <floating*>v.W[l], nin, <floating>0, <floating*>v.D[l - 1], nin)
+                _mul_act_deriv(<floating*>v.D[l - 1], <floating*>v.A[l],
+                               <Py_ssize_t>rows * nin, v.act, v.leak)
+                gemm(True, False, nout, nin, rows, <floating>1, Dl, nout,
+                     <floating*>v.A[l], nin, <floating>(1 if r0 > lo else 0),
+                     <floating*>v.gW[l], nin)
+            elif floating is double:
+                pw_first_gradient_d(<double*>v.A[0], rows, nin, Dl, nout, <double*>v.G0,
+                                    r0 > lo, 1)
+            else:
+                pw_first_gradient_s(<float*>v.A[0], rows, nin, Dl, nout, <float*>v.G0,
+                                    r0 > lo, 1)
+            g = v.gb[l]
+            for i in range(rows):
+                for j in range(nout):
+                    g[j] += Dl[i * nout + j]
+        r0 += rows
+    return total
+
+
+cdef void _fused_worker_d(void* p) noexcept nogil:
+    cdef FusedJob* job = <FusedJob*>p
+    job.loss = _fused_rows[double](job, 0.0)
+
+
+cdef void _fused_worker_s(void* p) noexcept nogil:
+    cdef FusedJob* job = <FusedJob*>p
+    job.loss = _fused_rows[float](job, 0.0)
+
+
+cdef double _fused_pass(Net* net, floating tag) noexcept nogil:
+    """Loss and gradients of the current weights in one pass over X: one contiguous range
+    of rows per thread (whole blocks), the threads' partial sums added in thread order
+    into the engine's accumulators (thread 0's)."""
+    cdef FusedJob* jobs = <FusedJob*>net.jobs
+    cdef void* args[16]
+    cdef int t, l, T = net.njobs, N = net.N, nblocks = (net.N + net.B - 1) // net.B
+    cdef Py_ssize_t i, j, cnt
+    cdef double total = 0.0
+    cdef floating* dst
+    cdef floating* src
+    if T > nblocks:
+        T = nblocks
+    for t in range(T):
+        jobs[t].X = net.A[0]
+        jobs[t].y = net.y
+        jobs[t].yi = net.yi
+        jobs[t].out = net.out
+        jobs[t].ntotal = N
+        jobs[t].lo = <int>(min(N, <long long>nblocks * t // T * net.B))
+        jobs[t].hi = <int>(min(N, <long long>nblocks * (t + 1) // T * net.B))
+        args[t] = &jobs[t]
+    if floating is double:
+        pw_parallel(_fused_worker_d, args, T)
+    else:
+        pw_parallel(_fused_worker_s, args, T)
+    for t in range(T):
+        total += jobs[t].loss
+    for t in range(1, T):
+        for l in range(net.L):
+            for j in range(net.n[l + 1]):
+                jobs[0].v.gb[l][j] += jobs[t].v.gb[l][j]
+            cnt = <Py_ssize_t>net.n[l] * net.n[l + 1]
+            if l == 0:
+                dst = <floating*>jobs[0].v.G0
+                src = <floating*>jobs[t].v.G0
+            else:
+                dst = <floating*>jobs[0].v.gW[l]
+                src = <floating*>jobs[t].v.gW[l]
+            for i in range(cnt):
+                dst[i] += src[i]
+    return total
+
+
+cdef void _fused_apply(Net* net, floating lr) noexcept nogil:
+    """W[l] -= lr gW[l], b[l] -= lr gb[l]; the first layer through its transposed copy."""
+    cdef int l, nin, nout
+    cdef Py_ssize_t i, j
+    cdef floating* Gm = <floating*>net.G0
+    cdef floating* WTm = <floating*>net.WT
+    cdef floating* bl
+    for l in range(net.L):
+        nin = net.n[l]
+        nout = net.n[l + 1]
+        if l == 0:
+            for i in range(nin):
+                for j in range(nout):
+                    WTm[i * net.NP + j] -= lr * Gm[j * nin + i]
+        else:
+            axpy(nout * nin, -lr, <floating*>net.gW[l], <floating*>net.W[l])
+        bl = <floating*>net.b[l]
+        for j in range(nout):
+            bl[j] = <floating>(bl[j] - lr * net.gb[l][j])
+
+
 cdef double _epoch(Net* net, bint pwo, floating lr) noexcept nogil:
     """One full-batch epoch on fresh activations: snapshot, then GD or PWO sweep."""
     cdef int first
     cdef double loss = 0.0
     _snapshot(net, False)
+    if net.fused:
+        _fused_apply(net, lr)
+        return _fused_pass(net, lr)
     if not pwo:
         return _step(net, 0, lr, True)
     for first in range(net.L - 1, -1, -1):
@@ -483,11 +650,17 @@ cdef class Engine:
         self.net.backup = NULL
         self.net.direct = False
         self.net.dual = False
+        self.net.fused = False
+        self.net.gW = NULL
+        self.net.gb = NULL
+        self.net.invN = 0.0
+        self.net.jobs = NULL
+        self.net.njobs = 0
         self.net.nbytes = NULL
 
     def __init__(self, list weights, list biases, str loss, str activation, double leak,
                  double s, double m, Py_ssize_t capacity, bint train=True, dual=None,
-                 direct=None, int nthreads=1):
+                 direct=None, int nthreads=1, Py_ssize_t fused_block=0):
         cdef int L = len(weights)
         cdef int l, widest
         cdef object dt = weights[0].dtype
@@ -516,15 +689,30 @@ cdef class Engine:
         self._keep.extend(weights)
         self._keep.extend(biases)
         self.net.acc = <double*>calloc(widest, sizeof(double))
+        if fused_block > 0:
+            if direct is None or not train or loss == "am_softmax":
+                raise ValueError("a fused engine needs the direct first layer, training "
+                                 "and a loss other than am_softmax")
+            self.net.fused = True
+            self.net.B = <int>min(fused_block, capacity)
+        rows = self.net.B if self.net.fused else capacity
         for l in range(1, L):
-            self.net.A[l] = self._alloc((capacity, self.net.n[l]), dt)
+            self.net.A[l] = self._alloc((rows, self.net.n[l]), dt)
         self._out = np.zeros((capacity, self.net.n[L]), dtype=dt)
         self.net.out = _ptr(self._out)
         self.net.D = NULL
         if train:
             self.net.D = <void**>calloc(L, sizeof(void*))
             for l in range(L):
-                self.net.D[l] = self._alloc((capacity, self.net.n[l + 1]), dt)
+                self.net.D[l] = self._alloc((rows, self.net.n[l + 1]), dt)
+        if self.net.fused:
+            self.net.gW = <void**>calloc(L, sizeof(void*))
+            self.net.gb = <double**>calloc(L, sizeof(double*))
+            if self.net.gW == NULL or self.net.gb == NULL:
+                raise MemoryError()
+            for l in range(L):
+                self.net.gW[l] = self._alloc(weights[l].shape, dt) if l > 0 else NULL
+                self.net.gb[l] = <double*>self._alloc((self.net.n[l + 1],), np.float64)
         if self.net.loss == LOSS_AM_SOFTMAX:
             h = self.net.n[L - 1]
             K = self.net.n[L]
@@ -562,6 +750,8 @@ cdef class Engine:
             state.append(dual[2])
         if direct is not None:
             state.append(direct)
+        if self.net.fused:
+            self._setup_fused_jobs(dt)
         self.net.nstate = len(state)
         self.net.state = <void**>calloc(len(state), sizeof(void*))
         self.net.backup = <void**>calloc(len(state), sizeof(void*))
@@ -570,6 +760,39 @@ cdef class Engine:
             self.net.state[i] = _ptr(arr)
             self.net.backup[i] = self._alloc(arr.shape, dt)
             self.net.nbytes[i] = arr.nbytes
+
+    cdef int _setup_fused_jobs(self, dt) except -1:
+        """One view per thread: own block buffers and accumulators (thread 0 uses the
+        engine's accumulators, which the update reads)."""
+        cdef int T = min(16, self.net.nthreads), t, l, L = self.net.L
+        cdef FusedJob* jobs = <FusedJob*>calloc(T, sizeof(FusedJob))
+        if jobs == NULL:
+            raise MemoryError()
+        self.net.jobs = jobs
+        self.net.njobs = T
+        for t in range(T):
+            jobs[t].v = self.net
+            jobs[t].v.A = <void**>calloc(L, sizeof(void*))
+            jobs[t].v.D = <void**>calloc(L, sizeof(void*))
+            jobs[t].v.gW = <void**>calloc(L, sizeof(void*))
+            jobs[t].v.gb = <double**>calloc(L, sizeof(double*))
+            if (jobs[t].v.A == NULL or jobs[t].v.D == NULL or jobs[t].v.gW == NULL
+                    or jobs[t].v.gb == NULL):
+                raise MemoryError()
+            for l in range(L):
+                if l > 0:
+                    jobs[t].v.A[l] = self._alloc((self.net.B, self.net.n[l]), dt)
+                jobs[t].v.D[l] = self._alloc((self.net.B, self.net.n[l + 1]), dt)
+                if t == 0:
+                    jobs[t].v.gW[l] = self.net.gW[l]
+                    jobs[t].v.gb[l] = self.net.gb[l]
+                else:
+                    jobs[t].v.gW[l] = (self._alloc((self.net.n[l + 1], self.net.n[l]), dt)
+                                       if l > 0 else NULL)
+                    jobs[t].v.gb[l] = <double*>self._alloc((self.net.n[l + 1],), np.float64)
+            if t > 0:
+                jobs[t].v.G0 = self._alloc((self.net.n[1], self.net.n[0]), dt)
+        return 0
 
     cdef void* _alloc(self, shape, dt) except NULL:
         arr = np.zeros(shape, dtype=dt)
@@ -588,6 +811,17 @@ cdef class Engine:
         free(self.net.state)
         free(self.net.backup)
         free(self.net.nbytes)
+        cdef FusedJob* jobs = <FusedJob*>self.net.jobs
+        cdef int t
+        if jobs != NULL:
+            for t in range(self.net.njobs):
+                free(jobs[t].v.A)
+                free(jobs[t].v.D)
+                free(jobs[t].v.gW)
+                free(jobs[t].v.gb)
+            free(jobs)
+        free(self.net.gW)
+        free(self.net.gb)
 
     def set_data(self, X, y, P=None, G=None):
         """Point the engine at data ``X`` (rows <= capacity) and targets ``y``.
@@ -612,8 +846,19 @@ cdef class Engine:
             self.net.G = _ptr(G)
 
     def forward(self):
-        """Forward from layer 0; return the mean loss of the current data."""
+        """Forward from layer 0; return the mean loss of the current data.
+
+        A fused engine also computes the gradients (its epochs start with the update).
+        """
         cdef double loss
+        if self.net.fused:
+            if self.f64:
+                with nogil:
+                    loss = _fused_pass[double](&self.net, 0.0)
+            else:
+                with nogil:
+                    loss = _fused_pass[float](&self.net, 0.0)
+            return loss
         if self.f64:
             with nogil:
                 loss = _forward[double](&self.net, 0, 0.0)
@@ -627,6 +872,8 @@ cdef class Engine:
         cdef double loss
         if first < 0 or first >= self.net.L:
             raise ValueError("first out of range")
+        if self.net.fused:
+            raise ValueError("a fused engine only runs gradient-descent epochs")
         if self.f64:
             with nogil:
                 loss = _step[double](&self.net, first, lr, True)
@@ -638,6 +885,8 @@ cdef class Engine:
     def epoch(self, bint pwo, double lr):
         """Snapshot the state, then one full-batch GD (pwo=False) or PWO epoch."""
         cdef double loss
+        if self.net.fused and pwo:
+            raise ValueError("a fused engine only runs gradient-descent epochs")
         if self.f64:
             with nogil:
                 loss = _epoch[double](&self.net, pwo, lr)
@@ -648,6 +897,8 @@ cdef class Engine:
 
     def batch_step(self, bint pwo, double lr):
         """Forward the current mini-batch, then one GD step or PWO sweep on it."""
+        if self.net.fused:
+            raise ValueError("a fused engine only runs full-batch epochs")
         if self.f64:
             with nogil:
                 _batch_step[double](&self.net, pwo, lr)
