@@ -385,11 +385,11 @@ def test_fused_gd_epoch_matches_primal(monkeypatch, loss, K, dtype, tol, block_b
     X, y = make_problem(203, 37, K, loss, rng)
     Xv, yv = make_problem(9, 37, K, loss, rng)
     net = poswise.MLP((37, 20, 6, K), rng=1, dtype=dtype, activation="tanh")
-    fused = net.copy()
+    fused, three = net.copy(), net.copy()
     kw = dict(epochs=10, validation_data=(Xv, yv))
     h1 = poswise.GradientDescent(0.05, loss=loss, first_layer="primal").fit(net, X, y, **kw)
     h2 = poswise.GradientDescent(0.05, loss=loss, first_layer="direct").fit(fused, X, y, **kw)
-    three = net.copy()    # three threads, each with its own range of blocks
+    # three threads, each with its own range of blocks
     poswise.GradientDescent(0.05, loss=loss, first_layer="direct", threads=3).fit(
         three, X, y, **kw)
     for l in range(3):
