@@ -486,11 +486,18 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("run", help="pytest-benchmark JSON (--benchmark-json) of benchmarks/")
     ap.add_argument("-o", "--output", help="write the markdown here (default: stdout)")
+    ap.add_argument("--analysis", default=os.path.join(os.path.dirname(__file__), os.pardir,
+                                                       "benchmarks", "analysis.md"),
+                    help="hand-written markdown appended after the generated tables "
+                         "(default: benchmarks/analysis.md, if it exists)")
     ap.add_argument("--stat", choices=("median", "min"), default="median",
                     help="per-epoch statistic over rounds (default: median; min is more "
                          "robust on a shared, noisy machine)")
     args = ap.parse_args(argv)
     text = render(args.run, args.stat)
+    if args.analysis and os.path.exists(args.analysis):
+        with open(args.analysis) as f:
+            text = text.rstrip("\n") + "\n\n" + f.read()
     if args.output:
         os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
         with open(args.output, "w") as f:
