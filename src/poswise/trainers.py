@@ -27,6 +27,9 @@ DIRECT_MAX_WIDTH = 32
 # Full-batch GD with the direct first layer runs fused: blocks of about this many bytes of
 # X go forward and backward while in cache, so X is read once per epoch, not twice.
 FUSED_BLOCK_BYTES = 1 << 20
+# PWO with the direct first layer splits each span step's row-wise work over threads from
+# this many rows on (below it, thread start-up costs more than it saves).
+SPAN_THREAD_MIN_ROWS = 4096
 STOP_REASONS = ("max_epochs", "target_reached", "callback", "diverged", "interrupted")
 
 
@@ -105,11 +108,13 @@ def _direct_supported():
     return direct_supported()
 
 
-def _new_engine(backend, *args, direct=None, nthreads=1, fused_block=0, **kwargs):
+def _new_engine(backend, *args, direct=None, nthreads=1, fused_block=0, row_threads=False,
+                **kwargs):
     if backend == "numpy":
         from ._numpy_backend import NumpyEngine
         return NumpyEngine(*args, **kwargs)
-    kwargs.update(direct=direct, nthreads=nthreads, fused_block=fused_block)
+    kwargs.update(direct=direct, nthreads=nthreads, fused_block=fused_block,
+                  row_threads=row_threads)
     from ._kernels._core import Engine
     return Engine(*args, **kwargs)
 
@@ -382,8 +387,11 @@ class _Trainer:
             if (mode == "direct" and not self._pwo and self.loss != "am_softmax"
                     and (self.batch_size is None or self.batch_size >= N)):
                 fused = max(16, FUSED_BLOCK_BYTES // (X.shape[1] * X.itemsize))
+            row_threads = (mode == "direct" and self._pwo and self.loss != "am_softmax"
+                           and N >= SPAN_THREAD_MIN_ROWS
+                           and (self.batch_size is None or self.batch_size >= N))
             eng = _new_engine(self.backend, ws, bs, *eng_args, N, direct=direct,
-                              nthreads=nthreads, fused_block=fused)
+                              nthreads=nthreads, fused_block=fused, row_threads=row_threads)
             eng.set_data(X, y)
         veng = None
         if val is not None:

@@ -41,6 +41,10 @@ thread takes a contiguous range of whole blocks with its own buffers and accumul
 the partial sums are added in thread order (results depend on the thread count only
 through that final sum).
 
+Row-threaded PWO (direct first layer, full batch, many rows): each span step splits its
+row-wise work (errors, partial gradients, forward pass, loss) over threads by rows, adds
+the partial gradients in thread order and updates each layer of the span once.
+
 Everything that can run without the GIL does: a whole epoch is one ``nogil`` call.
 """
 from libc.math cimport exp, log, log1p, fabs, sqrt, tanh
@@ -127,8 +131,11 @@ cdef struct Net:
     void** gW        # L gradient accumulators (gW[0] unused: G0)
     double** gb      # L bias-gradient accumulators
     double invN      # 1 / N of the whole data when > 0 (a block's loss is a share of it)
+    size_t itemsize
     int njobs        # threads of a fused pass, each with its own view and accumulators
     void* jobs       # FusedJob[njobs]
+    int nspan        # threads of a row-parallel PWO span step (0: serial)
+    void* spans      # SpanJob[nspan]
     # snapshot
     int nstate
     void** state
@@ -547,6 +554,143 @@ cdef double _fused_pass(Net* net, floating tag) noexcept nogil:
     return total
 
 
+cdef struct SpanJob:
+    Net v            # rows [lo, hi) of the engine's buffers; own gradient accumulators
+    Net* net
+    void** gW        # L partial weight gradients (n[l+1] x n[l])
+    double** gb      # L partial bias gradients
+    int lo
+    int hi
+    int first
+    double loss
+
+
+cdef void _span_view(SpanJob* job) noexcept nogil:
+    """Point the job's view at its rows of the engine's (full-size) buffers."""
+    cdef Net* net = job.net
+    cdef Net* v = &job.v
+    cdef int l, lo = job.lo, K = net.n[net.L]
+    v.N = job.hi - lo
+    v.invN = 1.0 / net.N
+    v.nthreads = 1
+    for l in range(net.L):
+        v.A[l] = <char*>net.A[l] + <size_t>lo * net.n[l] * net.itemsize
+        v.D[l] = <char*>net.D[l] + <size_t>lo * net.n[l + 1] * net.itemsize
+    v.out = <char*>net.out + <size_t>lo * K * net.itemsize
+    if net.yi != NULL:
+        v.yi = net.yi + lo
+    else:
+        v.y = <char*>net.y + <size_t>lo * (K if net.loss == LOSS_MSE else 1) * net.itemsize
+
+
+cdef void _span_backward_rows(SpanJob* job, floating tag) noexcept nogil:
+    """Errors of layers first..L-1 for this job's rows and their partial gradients (the
+    direct first layer's gradient is taken afterwards, threaded by columns)."""
+    cdef Net* v = &job.v
+    cdef int l, nin, nout, rows = job.hi - job.lo
+    cdef Py_ssize_t i, j
+    cdef floating* Dl
+    cdef double* g
+    _span_view(job)
+    for l in range(v.L - 1, job.first - 1, -1):
+        nin = v.n[l]
+        nout = v.n[l + 1]
+        Dl = <floating*>v.D[l]
+        if l > job.first:
+            gemm(False, False, rows, nin, nout, <floating>1, Dl, nout,
+                 <floating*>v.W[l], nin, <floating>0, <floating*>v.D[l - 1], nin)
+            _mul_act_deriv(<floating*>v.D[l - 1], <floating*>v.A[l],
+                           <Py_ssize_t>rows * nin, v.act, v.leak)
+        if not (l == 0 and v.direct):
+            gemm(True, False, nout, nin, rows, <floating>1, Dl, nout, <floating*>v.A[l], nin,
+                 <floating>0, <floating*>job.gW[l], nin)
+        g = job.gb[l]
+        for j in range(nout):
+            g[j] = 0.0
+        for i in range(rows):
+            for j in range(nout):
+                g[j] += Dl[i * nout + j]
+
+
+cdef void _span_forward_rows(SpanJob* job, floating tag) noexcept nogil:
+    _span_view(job)
+    job.loss = _forward(&job.v, job.first, tag)
+
+
+cdef void _span_bwd_worker_d(void* p) noexcept nogil:
+    _span_backward_rows[double](<SpanJob*>p, 0.0)
+
+
+cdef void _span_bwd_worker_s(void* p) noexcept nogil:
+    _span_backward_rows[float](<SpanJob*>p, 0.0)
+
+
+cdef void _span_fwd_worker_d(void* p) noexcept nogil:
+    _span_forward_rows[double](<SpanJob*>p, 0.0)
+
+
+cdef void _span_fwd_worker_s(void* p) noexcept nogil:
+    _span_forward_rows[float](<SpanJob*>p, 0.0)
+
+
+cdef double _step_rows(Net* net, int first, floating lr) noexcept nogil:
+    """``_step(net, first, lr, True)`` with the row-wise work (errors, partial gradients,
+    forward pass, loss) split over threads by rows; partial gradients are added in thread
+    order, then every layer of the span is updated once."""
+    cdef SpanJob* jobs = <SpanJob*>net.spans
+    cdef void* args[16]
+    cdef int T = net.nspan, t, l, nin, nout, N = net.N
+    cdef Py_ssize_t i, j, cnt
+    cdef double total = 0.0, gsum
+    cdef floating* G
+    cdef floating* WTm
+    cdef floating* bl
+    for t in range(T):
+        jobs[t].lo = <int>(<long long>N * t // T)
+        jobs[t].hi = <int>(<long long>N * (t + 1) // T)
+        jobs[t].first = first
+        args[t] = &jobs[t]
+    if floating is double:
+        pw_parallel(_span_bwd_worker_d, args, T)
+    else:
+        pw_parallel(_span_bwd_worker_s, args, T)
+    for l in range(net.L - 1, first - 1, -1):
+        nin = net.n[l]
+        nout = net.n[l + 1]
+        if l == 0 and net.direct:
+            if floating is double:
+                pw_first_gradient_d(<double*>net.A[0], N, nin, <double*>net.D[0], nout,
+                                    <double*>net.G0, 0, net.nthreads)
+            else:
+                pw_first_gradient_s(<float*>net.A[0], N, nin, <float*>net.D[0], nout,
+                                    <float*>net.G0, 0, net.nthreads)
+            G = <floating*>net.G0
+            WTm = <floating*>net.WT
+            for i in range(nin):
+                for j in range(nout):
+                    WTm[i * net.NP + j] -= lr * G[j * nin + i]
+        else:
+            G = <floating*>jobs[0].gW[l]
+            cnt = <Py_ssize_t>nin * nout
+            for t in range(1, T):
+                for i in range(cnt):
+                    G[i] += (<floating*>jobs[t].gW[l])[i]
+            axpy(nin * nout, -lr, G, <floating*>net.W[l])
+        bl = <floating*>net.b[l]
+        for j in range(nout):
+            gsum = 0.0
+            for t in range(T):
+                gsum += jobs[t].gb[l][j]
+            bl[j] = <floating>(bl[j] - lr * gsum)
+    if floating is double:
+        pw_parallel(_span_fwd_worker_d, args, T)
+    else:
+        pw_parallel(_span_fwd_worker_s, args, T)
+    for t in range(T):
+        total += jobs[t].loss
+    return total
+
+
 cdef void _fused_apply(Net* net, floating lr) noexcept nogil:
     """W[l] -= lr gW[l], b[l] -= lr gb[l]; the first layer through its transposed copy."""
     cdef int l, nin, nout
@@ -576,6 +720,10 @@ cdef double _epoch(Net* net, bint pwo, floating lr) noexcept nogil:
     if net.fused:
         _fused_apply(net, lr)
         return _fused_pass(net, lr)
+    if net.nspan > 1:
+        for first in range(net.L - 1, -1, -1):
+            loss = _step_rows(net, first, lr)
+        return loss
     if not pwo:
         return _step(net, 0, lr, True)
     for first in range(net.L - 1, -1, -1):
@@ -656,11 +804,14 @@ cdef class Engine:
         self.net.invN = 0.0
         self.net.jobs = NULL
         self.net.njobs = 0
+        self.net.spans = NULL
+        self.net.nspan = 0
         self.net.nbytes = NULL
 
     def __init__(self, list weights, list biases, str loss, str activation, double leak,
                  double s, double m, Py_ssize_t capacity, bint train=True, dual=None,
-                 direct=None, int nthreads=1, Py_ssize_t fused_block=0):
+                 direct=None, int nthreads=1, Py_ssize_t fused_block=0,
+                 bint row_threads=False):
         cdef int L = len(weights)
         cdef int l, widest
         cdef object dt = weights[0].dtype
@@ -750,8 +901,14 @@ cdef class Engine:
             state.append(dual[2])
         if direct is not None:
             state.append(direct)
+        self.net.itemsize = np.dtype(dt).itemsize
         if self.net.fused:
             self._setup_fused_jobs(dt)
+        if row_threads and self.net.nthreads > 1:
+            if not train or dual is not None or loss == "am_softmax" or self.net.fused:
+                raise ValueError("row-threaded span steps need training, no dual first layer, "
+                                 "a loss other than am_softmax and an engine that is not fused")
+            self._setup_span_jobs(dt)
         self.net.nstate = len(state)
         self.net.state = <void**>calloc(len(state), sizeof(void*))
         self.net.backup = <void**>calloc(len(state), sizeof(void*))
@@ -760,6 +917,29 @@ cdef class Engine:
             self.net.state[i] = _ptr(arr)
             self.net.backup[i] = self._alloc(arr.shape, dt)
             self.net.nbytes[i] = arr.nbytes
+
+    cdef int _setup_span_jobs(self, dt) except -1:
+        """One view and one set of partial-gradient buffers per thread."""
+        cdef int T = min(16, self.net.nthreads), t, l, L = self.net.L
+        cdef SpanJob* jobs = <SpanJob*>calloc(T, sizeof(SpanJob))
+        if jobs == NULL:
+            raise MemoryError()
+        self.net.spans = jobs
+        self.net.nspan = T
+        for t in range(T):
+            jobs[t].v = self.net
+            jobs[t].net = &self.net
+            jobs[t].v.A = <void**>calloc(L, sizeof(void*))
+            jobs[t].v.D = <void**>calloc(L, sizeof(void*))
+            jobs[t].gW = <void**>calloc(L, sizeof(void*))
+            jobs[t].gb = <double**>calloc(L, sizeof(double*))
+            if (jobs[t].v.A == NULL or jobs[t].v.D == NULL or jobs[t].gW == NULL
+                    or jobs[t].gb == NULL):
+                raise MemoryError()
+            for l in range(L):
+                jobs[t].gW[l] = self._alloc((self.net.n[l + 1], self.net.n[l]), dt)
+                jobs[t].gb[l] = <double*>self._alloc((self.net.n[l + 1],), np.float64)
+        return 0
 
     cdef int _setup_fused_jobs(self, dt) except -1:
         """One view per thread: own block buffers and accumulators (thread 0 uses the
@@ -812,7 +992,15 @@ cdef class Engine:
         free(self.net.backup)
         free(self.net.nbytes)
         cdef FusedJob* jobs = <FusedJob*>self.net.jobs
+        cdef SpanJob* spans = <SpanJob*>self.net.spans
         cdef int t
+        if spans != NULL:
+            for t in range(self.net.nspan):
+                free(spans[t].v.A)
+                free(spans[t].v.D)
+                free(spans[t].gW)
+                free(spans[t].gb)
+            free(spans)
         if jobs != NULL:
             for t in range(self.net.njobs):
                 free(jobs[t].v.A)
