@@ -339,33 +339,15 @@ class _Trainer:
                 "rng": gen.bit_generator.state if gen is not None else None}
         io.save_model(net, path, metadata={"checkpoint": info}, arrays=dual_arrays)
 
-    def _run(self, net, ws, bs, X, y, val, epochs, target_loss, monitor, callbacks,
-             progress, t_start, state=None, ckpt=None):
+    def _build_engines(self, net, ws, bs, X, y, val, mode, state):
+        """The training engine, the validation engine (or None), the function that
+        writes the first layer back into ``net`` (or None), and the dual-mode arrays a
+        checkpoint needs (or None)."""
         N = X.shape[0]
-        lossname = self.loss
-        hist = History(optimizer=self._short, lr=float(self.lr))
         eng_args = (self.loss, net.activation, net.leak, float(self.s), float(self.m))
-        if state is not None:
-            mode = state["history"].first_layer
-        else:
-            mode = self._first_layer_mode(net, X, epochs)
-        hist.first_layer = mode
-        dual = mode == "dual"
-        direct = None
         nthreads = self.threads or _available_cores()
-        sync = None
-        dual_arrays = None
-        blas_limit = None
-        if mode == "direct":
-            n1, D = ws[0].shape
-            lanes = 64 // ws[0].itemsize
-            WT = np.zeros((D, -(-n1 // lanes) * lanes), dtype=ws[0].dtype)
-            WT[:, :n1] = ws[0].T
-            direct = WT
-
-            def sync():
-                np.copyto(ws[0], WT[:, :n1].T)
-        if dual:
+        sync = direct = dual_arrays = veng = None
+        if mode == "dual":
             from ._kernels._core import materialize_first_layer
             W0_init = ws[0].copy()
             C = np.zeros((ws[0].shape[0], N), dtype=ws[0].dtype)
@@ -373,38 +355,57 @@ class _Trainer:
                 np.copyto(W0_init, state["arrays"]["W0_init"])
                 np.copyto(C, state["arrays"]["C"])
             dual_arrays = {"W0_init": W0_init, "C": C}
-            P = X @ W0_init.T
-            G = X @ X.T
+            P, G = X @ W0_init.T, X @ X.T
             eng = _new_engine(self.backend, ws, bs, *eng_args, N, dual=(P, G, C))
             eng.set_data(X, y, P, G)
-
-            def sync():
-                materialize_first_layer(W0_init, C, X, ws[0])
-
-
-        else:
-            fused = 0
-            if (mode == "direct" and not self._pwo and self.loss != "am_softmax"
-                    and (self.batch_size is None or self.batch_size >= N)):
-                fused = max(16, FUSED_BLOCK_BYTES // (X.shape[1] * X.itemsize))
-            row_threads = (mode == "direct" and self._pwo and self.loss != "am_softmax"
-                           and N >= SPAN_THREAD_MIN_ROWS
-                           and (self.batch_size is None or self.batch_size >= N))
-            eng = _new_engine(self.backend, ws, bs, *eng_args, N, direct=direct,
-                              nthreads=nthreads, fused_block=fused, row_threads=row_threads)
-            eng.set_data(X, y)
-        veng = None
-        if val is not None:
-            Xv, yv = val
-            if dual:
+            if val is not None:
+                Xv, yv = val
                 Pv, Gv = Xv @ W0_init.T, Xv @ X.T
                 veng = _new_engine(self.backend, ws, bs, *eng_args, Xv.shape[0],
                                    train=False, dual=(Pv, Gv, C))
                 veng.set_data(Xv, yv, Pv, Gv)
-            else:
-                veng = _new_engine(self.backend, ws, bs, *eng_args, Xv.shape[0],
-                                   train=False, direct=direct, nthreads=nthreads)
-                veng.set_data(Xv, yv)
+
+            def sync():
+                materialize_first_layer(W0_init, C, X, ws[0])
+            return eng, veng, sync, dual_arrays
+
+        if mode == "direct":
+            n1, D = ws[0].shape
+            lanes = 64 // ws[0].itemsize
+            direct = np.zeros((D, -(-n1 // lanes) * lanes), dtype=ws[0].dtype)
+            direct[:, :n1] = ws[0].T
+
+            def sync():
+                np.copyto(ws[0], direct[:, :n1].T)
+        full_batch = self.batch_size is None or self.batch_size >= N
+        plain = mode == "direct" and self.loss != "am_softmax" and full_batch
+        fused = 0
+        if plain and not self._pwo:
+            fused = max(16, FUSED_BLOCK_BYTES // (X.shape[1] * X.itemsize))
+        row_threads = plain and self._pwo and N >= SPAN_THREAD_MIN_ROWS
+        eng = _new_engine(self.backend, ws, bs, *eng_args, N, direct=direct,
+                          nthreads=nthreads, fused_block=fused, row_threads=row_threads)
+        eng.set_data(X, y)
+        if val is not None:
+            Xv, yv = val
+            veng = _new_engine(self.backend, ws, bs, *eng_args, Xv.shape[0], train=False,
+                               direct=direct, nthreads=nthreads)
+            veng.set_data(Xv, yv)
+        return eng, veng, sync, dual_arrays
+
+    def _run(self, net, ws, bs, X, y, val, epochs, target_loss, monitor, callbacks,
+             progress, t_start, state=None, ckpt=None):
+        N = X.shape[0]
+        lossname = self.loss
+        hist = History(optimizer=self._short, lr=float(self.lr))
+        if state is not None:
+            mode = state["history"].first_layer
+        else:
+            mode = self._first_layer_mode(net, X, epochs)
+        hist.first_layer = mode
+        eng, veng, sync, dual_arrays = self._build_engines(net, ws, bs, X, y, val, mode,
+                                                            state)
+        blas_limit = None
         minibatch = self.batch_size is not None and self.batch_size < N
         gen = None
         if minibatch:
