@@ -399,7 +399,11 @@ class _Trainer:
         lossname = self.loss
         hist = History(optimizer=self._short, lr=float(self.lr))
         if state is not None:
+            # continue in the checkpoint's arithmetic; the direct kernels need AVX2, so a
+            # run moved to a CPU without it continues on BLAS (equal to rounding)
             mode = state["history"].first_layer
+            if mode == "direct" and not _direct_supported():
+                mode = "primal"
         else:
             mode = self._first_layer_mode(net, X, epochs)
         hist.first_layer = mode
