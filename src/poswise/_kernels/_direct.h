@@ -91,19 +91,19 @@ static void pw_parallel(void (*fn)(void*), void** args, int n) {
 
 /* Bodies for scalar T, vector type V (VL lanes); RB rows per forward block; NV, KB are
  * compile-time constants after inlining into the specialised functions below. */
-#define PW_BODIES(T, V, VU, VL, NAME, RB)                                                  \
+#define PW_BODIES(T, V, VU, VL, NAME)                                                      \
 PW_INLINE void NAME##_fwd(const T* X, int D, const T* WT, int NP, T* Z, int n1, int r0,    \
-                          int r1, const int NV) {                                          \
+                          int r1, const int NV, const int RB) {                            \
     int i = r0, k, v, r;                                                                   \
     T tmp[64];                                                                             \
     for (; i + RB <= r1; i += RB) {                                                        \
-        V acc[RB][8];                                                                      \
+        V acc[8][8];                                                                       \
         const T* x = X + (size_t)i * D;                                                    \
         for (r = 0; r < RB; r++)                                                           \
             for (v = 0; v < NV; v++) acc[r][v] = (V){0};                                   \
         for (k = 0; k < D; k++) {                                                          \
             const T* w = WT + (size_t)k * NP;                                              \
-            T b[RB];                                                                       \
+            T b[8];                                                                        \
             for (r = 0; r < RB; r++) b[r] = x[(size_t)r * D + k];                          \
             for (v = 0; v < NV; v++) {                                                     \
                 V wv = *(const VU*)(w + v * VL);                                           \
@@ -161,22 +161,23 @@ PW_INLINE void NAME##_bwd(const T* X, int N, int D, const T* Dl, int n1, T* G, i
     }                                                                                      \
 }
 
-/* One forward specialisation: NV vectors per padded row of WT. */
-#define PW_SPECIAL(T, NAME, ATTR, NV)                                                      \
+/* One forward specialisation: NV vectors per padded row of WT, RB rows per block (as many
+ * as the accumulators, RB x NV, leave registers for). */
+#define PW_SPECIAL(T, NAME, ATTR, NV, RB)                                                  \
 ATTR static void NAME##_fwd##NV(const T* X, int D, const T* WT, int NP, T* Z, int n1,      \
                                 int r0, int r1)                                            \
-    { NAME##_fwd(X, D, WT, NP, Z, n1, r0, r1, NV); }
+    { NAME##_fwd(X, D, WT, NP, Z, n1, r0, r1, NV, RB); }
 
-#define PW_ISA(T, SUF, ISA, VB, ATTR, RB, RBW)                                             \
+#define PW_ISA(T, SUF, ISA, VB, ATTR, RB1, RB2, RB3, RB4, RB6, RB8, RBW)                   \
 typedef T pw_v_##SUF##ISA __attribute__((vector_size(VB)));                                \
 typedef T pw_vu_##SUF##ISA __attribute__((vector_size(VB), aligned(sizeof(T))));           \
-PW_BODIES(T, pw_v_##SUF##ISA, pw_vu_##SUF##ISA, (int)(VB / sizeof(T)), pw_##SUF##ISA, RB)  \
-PW_SPECIAL(T, pw_##SUF##ISA, ATTR, 1)                                                      \
-PW_SPECIAL(T, pw_##SUF##ISA, ATTR, 2)                                                      \
-PW_SPECIAL(T, pw_##SUF##ISA, ATTR, 3)                                                      \
-PW_SPECIAL(T, pw_##SUF##ISA, ATTR, 4)                                                      \
-PW_SPECIAL(T, pw_##SUF##ISA, ATTR, 6)                                                      \
-PW_SPECIAL(T, pw_##SUF##ISA, ATTR, 8)                                                      \
+PW_BODIES(T, pw_v_##SUF##ISA, pw_vu_##SUF##ISA, (int)(VB / sizeof(T)), pw_##SUF##ISA)      \
+PW_SPECIAL(T, pw_##SUF##ISA, ATTR, 1, RB1)                                                 \
+PW_SPECIAL(T, pw_##SUF##ISA, ATTR, 2, RB2)                                                 \
+PW_SPECIAL(T, pw_##SUF##ISA, ATTR, 3, RB3)                                                 \
+PW_SPECIAL(T, pw_##SUF##ISA, ATTR, 4, RB4)                                                 \
+PW_SPECIAL(T, pw_##SUF##ISA, ATTR, 6, RB6)                                                 \
+PW_SPECIAL(T, pw_##SUF##ISA, ATTR, 8, RB8)                                                 \
 static void pw_##SUF##ISA##_fwd_any(const T* X, int D, const T* WT, int NP, T* Z, int n1,  \
                                     int r0, int r1) {                                      \
     switch (NP / (int)(VB / sizeof(T))) {                                                  \
@@ -194,8 +195,8 @@ ATTR static void pw_##SUF##ISA##_bwd_any(const T* X, int N, int D, const T* Dl, 
 
 /* Register budgets: AVX-512 has 32 vector registers, AVX2 16. */
 #define PW_TYPE(T, SUF)                                                                    \
-PW_ISA(T, SUF, 512, 64, PW_AVX512, 4, 16)                                                  \
-PW_ISA(T, SUF, 256, 32, PW_AVX2, 2, 8)                                                     \
+PW_ISA(T, SUF, 512, 64, PW_AVX512, 8, 8, 8, 4, 4, 2, 16)                                   \
+PW_ISA(T, SUF, 256, 32, PW_AVX2, 8, 4, 4, 2, 2, 1, 8)                                      \
                                                                                            \
 typedef struct {                                                                           \
     const T* X; const T* WT; const T* Dl; T* Z; T* G;                                      \
