@@ -601,7 +601,14 @@ cdef void _span_backward_rows(SpanJob* job, floating tag) noexcept nogil:
                  <floating*>v.W[l], nin, <floating>0, <floating*>v.D[l - 1], nin)
             _mul_act_deriv(<floating*>v.D[l - 1], <floating*>v.A[l],
                            <Py_ssize_t>rows * nin, v.act, v.leak)
-        if not (l == 0 and v.direct):
+        if l == 0 and v.direct:
+            if floating is double:
+                pw_first_gradient_d(<double*>v.A[0], rows, nin, Dl, nout,
+                                    <double*>job.gW[0], 0, 1)
+            else:
+                pw_first_gradient_s(<float*>v.A[0], rows, nin, Dl, nout,
+                                    <float*>job.gW[0], 0, 1)
+        else:
             gemm(True, False, nout, nin, rows, <floating>1, Dl, nout, <floating*>v.A[l], nin,
                  <floating>0, <floating*>job.gW[l], nin)
         g = job.gb[l]
@@ -657,24 +664,19 @@ cdef double _step_rows(Net* net, int first, floating lr) noexcept nogil:
     for l in range(net.L - 1, first - 1, -1):
         nin = net.n[l]
         nout = net.n[l + 1]
+        G = <floating*>jobs[0].gW[l]
+        cnt = <Py_ssize_t>nin * nout
+        for t in range(1, T):
+            for i in range(cnt):
+                G[i] += (<floating*>jobs[t].gW[l])[i]
         if l == 0 and net.direct:
-            if floating is double:
-                pw_first_gradient_d(<double*>net.A[0], N, nin, <double*>net.D[0], nout,
-                                    <double*>net.G0, 0, net.nthreads)
-            else:
-                pw_first_gradient_s(<float*>net.A[0], N, nin, <float*>net.D[0], nout,
-                                    <float*>net.G0, 0, net.nthreads)
-            G = <floating*>net.G0
+            # each thread took the first layer's gradient of its own rows (its contiguous
+            # part of X), so X is streamed once, in order, by each thread
             WTm = <floating*>net.WT
             for i in range(nin):
                 for j in range(nout):
                     WTm[i * net.NP + j] -= lr * G[j * nin + i]
         else:
-            G = <floating*>jobs[0].gW[l]
-            cnt = <Py_ssize_t>nin * nout
-            for t in range(1, T):
-                for i in range(cnt):
-                    G[i] += (<floating*>jobs[t].gW[l])[i]
             axpy(nin * nout, -lr, G, <floating*>net.W[l])
         bl = <floating*>net.b[l]
         for j in range(nout):
