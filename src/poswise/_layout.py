@@ -63,6 +63,20 @@ def check_scalar(value, name, owner, *, kind="float", low=None, low_inclusive=Fa
     return int(value) if kind == "int" else float(value)
 
 
+def check_widths(value, name, owner, error=ValueError):
+    """A tuple of ints >= 1 from an int or a sequence of them (hidden-layer widths)."""
+    widths = (value,) if isinstance(value, Integral) and not isinstance(value, bool) else value
+    try:
+        widths = tuple(widths)
+    except TypeError:
+        widths = None
+    if widths is None or not all(isinstance(w, Integral) and not isinstance(w, bool)
+                                 and w >= 1 for w in widths):
+        raise error(f"The {name!r} parameter of {owner} must be a sequence of ints >= 1. "
+                    f"Got {value!r} instead.")
+    return tuple(int(w) for w in widths)
+
+
 def check_choice(value, name, owner, choices):
     if not isinstance(value, str) or value not in choices:
         opts = ", ".join(repr(c) for c in choices)

@@ -22,6 +22,8 @@ from numbers import Integral, Real
 
 import numpy as np
 
+from ._layout import check_widths
+
 __all__ = ["compare", "format_table", "summarize", "crossing", "paper_loss",
            "CompareError", "OPTIMIZERS", "CLASSIFICATION_LOSSES"]
 
@@ -359,16 +361,7 @@ def compare(dataset, *, hidden=(20, 7, 5), loss=None, lr=0.01, target_loss=None,
     if loss == "bce" and n_classes != 2:
         raise CompareError(f"loss 'bce' needs a dataset with 2 classes; {name!r} has "
                            f"{n_classes}. Use loss='cross_entropy' or 'am_softmax'.")
-    if isinstance(hidden, Integral) and not isinstance(hidden, bool):
-        hidden = (hidden,)
-    try:
-        hidden = tuple(hidden)
-    except TypeError:
-        hidden = None
-    if hidden is None or not all(isinstance(h, Integral) and not isinstance(h, bool)
-                                 and h >= 1 for h in hidden):
-        raise CompareError(f"The 'hidden' parameter of compare must be a sequence of ints "
-                           f">= 1. Got {hidden!r} instead.")
+    hidden = check_widths(hidden, "hidden", "compare", error=CompareError)
     lrs = _as_list(lr, "lr", "lr")
     if isinstance(seeds, Integral) and not isinstance(seeds, bool):
         if seeds < 1:

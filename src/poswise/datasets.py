@@ -46,10 +46,12 @@ import tempfile
 import urllib.request
 import zlib
 from dataclasses import dataclass
-from numbers import Integral, Real
+from numbers import Real
 from pathlib import Path
 
 import numpy as np
+
+from ._layout import check_dtype, check_scalar, check_widths
 
 __all__ = [
     "Dataset",
@@ -183,21 +185,7 @@ class Dataset:
 # --------------------------------------------------------------------- validation
 
 def _check_int(value, name, owner, low):
-    if not (isinstance(value, Integral) and not isinstance(value, bool) and value >= low):
-        raise ValueError(f"The {name!r} parameter of {owner} must be an int >= {low}. "
-                         f"Got {value!r} instead.")
-    return int(value)
-
-
-def _check_dtype(dtype, owner):
-    try:
-        dt = np.dtype(dtype)
-    except TypeError:
-        dt = None
-    if dt is None or dt.type not in (np.float32, np.float64):
-        raise ValueError(f"The 'dtype' parameter of {owner} must be float32 or float64. "
-                         f"Got {dtype!r} instead.")
-    return dt.type
+    return check_scalar(value, name, owner, kind="int", low=low, low_inclusive=True)
 
 
 def _check_bool(value, name, owner):
@@ -419,7 +407,7 @@ def load_cat(path=None, *, dtype=np.float64):
     ``test_set_x``, ``test_set_y`` and ``list_classes`` (e.g. ``[b'non-cat', b'cat']``).
     """
     owner = "load_cat"
-    dtype = _check_dtype(dtype, owner)
+    dtype = check_dtype(dtype, owner)
     path = _check_path(path, owner)
     dirs = _candidate_dirs(path, ["cat"])
     best = None
@@ -539,7 +527,7 @@ def load_mnist(path=None, *, dtype=np.float64, download=False, base_url=None):
         If ``download`` is True and no mirror could be reached.
     """
     owner = "load_mnist"
-    dtype = _check_dtype(dtype, owner)
+    dtype = check_dtype(dtype, owner)
     path = _check_path(path, owner)
     download = _check_bool(download, "download", owner)
     dirs = _candidate_dirs(path, ["mnist"])
@@ -815,7 +803,7 @@ def load_cifar10(path=None, *, dtype=np.float64, download=False, base_url=None):
     python format is preferred when a folder holds both.
     """
     owner = "load_cifar10"
-    dtype = _check_dtype(dtype, owner)
+    dtype = check_dtype(dtype, owner)
     path = _check_path(path, owner)
     download = _check_bool(download, "download", owner)
     dirs = _cifar_dirs(path)
@@ -981,22 +969,13 @@ def make_synthetic(n_samples=500, n_features=20, n_classes=2, *, hidden=(16,),
     n_samples = _check_int(n_samples, "n_samples", owner, 1)
     n_features = _check_int(n_features, "n_features", owner, 1)
     n_classes = _check_int(n_classes, "n_classes", owner, 2)
-    if isinstance(hidden, Integral) and not isinstance(hidden, bool):
-        hidden = (hidden,)
-    try:
-        hidden_t = tuple(hidden)
-    except TypeError:
-        hidden_t = None
-    if hidden_t is None or not all(isinstance(h, Integral) and not isinstance(h, bool)
-                                   and h >= 1 for h in hidden_t):
-        raise ValueError(f"The 'hidden' parameter of {owner} must be a sequence of ints "
-                         f">= 1. Got {hidden!r} instead.")
+    hidden_t = check_widths(hidden, "hidden", owner)
     n_test = n_samples // 4 if n_test is None else _check_int(n_test, "n_test", owner, 0)
     if not (isinstance(noise, Real) and not isinstance(noise, bool)
             and 0.0 <= float(noise) <= 1.0):
         raise ValueError(f"The 'noise' parameter of {owner} must be a float in [0, 1]. "
                          f"Got {noise!r} instead.")
-    dtype = _check_dtype(dtype, owner)
+    dtype = check_dtype(dtype, owner)
     try:
         gen = np.random.default_rng(rng)
     except (TypeError, ValueError):

@@ -348,7 +348,7 @@ class _Trainer:
         N = X.shape[0]
         eng_args = (self.loss, net.activation, net.leak, float(self.s), float(self.m))
         nthreads = self.threads or _available_cores()
-        sync = direct = dual_arrays = veng = None
+        direct = dual_arrays = veng = None
         if mode == "dual":
             from ._kernels._core import materialize_first_layer
             W0_init = ws[0].copy()
@@ -371,6 +371,7 @@ class _Trainer:
                 materialize_first_layer(W0_init, C, X, ws[0])
             return eng, veng, sync, dual_arrays
 
+        sync = None
         if mode == "direct":
             n1, D = ws[0].shape
             lanes = 64 // ws[0].itemsize

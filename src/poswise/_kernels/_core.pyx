@@ -555,10 +555,8 @@ cdef double _fused_pass(Net* net, floating tag) noexcept nogil:
 
 
 cdef struct SpanJob:
-    Net v            # rows [lo, hi) of the engine's buffers; own gradient accumulators
+    Net v            # rows [lo, hi) of the engine's buffers; own partial gradients (gW, gb)
     Net* net
-    void** gW        # L partial weight gradients (n[l+1] x n[l])
-    double** gb      # L partial bias gradients
     int lo
     int hi
     int first
@@ -604,14 +602,14 @@ cdef void _span_backward_rows(SpanJob* job, floating tag) noexcept nogil:
         if l == 0 and v.direct:
             if floating is double:
                 pw_first_gradient_d(<double*>v.A[0], rows, nin, Dl, nout,
-                                    <double*>job.gW[0], 0, 1)
+                                    <double*>v.gW[0], 0, 1)
             else:
                 pw_first_gradient_s(<float*>v.A[0], rows, nin, Dl, nout,
-                                    <float*>job.gW[0], 0, 1)
+                                    <float*>v.gW[0], 0, 1)
         else:
             gemm(True, False, nout, nin, rows, <floating>1, Dl, nout, <floating*>v.A[l], nin,
-                 <floating>0, <floating*>job.gW[l], nin)
-        g = job.gb[l]
+                 <floating>0, <floating*>v.gW[l], nin)
+        g = v.gb[l]
         for j in range(nout):
             g[j] = 0.0
         for i in range(rows):
@@ -664,11 +662,11 @@ cdef double _step_rows(Net* net, int first, floating lr) noexcept nogil:
     for l in range(net.L - 1, first - 1, -1):
         nin = net.n[l]
         nout = net.n[l + 1]
-        G = <floating*>jobs[0].gW[l]
+        G = <floating*>jobs[0].v.gW[l]
         cnt = <Py_ssize_t>nin * nout
         for t in range(1, T):
             for i in range(cnt):
-                G[i] += (<floating*>jobs[t].gW[l])[i]
+                G[i] += (<floating*>jobs[t].v.gW[l])[i]
         if l == 0 and net.direct:
             # each thread took the first layer's gradient of its own rows (its contiguous
             # part of X), so X is streamed once, in order, by each thread
@@ -682,7 +680,7 @@ cdef double _step_rows(Net* net, int first, floating lr) noexcept nogil:
         for j in range(nout):
             gsum = 0.0
             for t in range(T):
-                gsum += jobs[t].gb[l][j]
+                gsum += jobs[t].v.gb[l][j]
             bl[j] = <floating>(bl[j] - lr * gsum)
     if floating is double:
         pw_parallel(_span_fwd_worker_d, args, T)
@@ -733,17 +731,14 @@ cdef double _epoch(Net* net, bint pwo, floating lr) noexcept nogil:
     return loss
 
 
-cdef double _batch_step(Net* net, bint pwo, floating lr) noexcept nogil:
+cdef void _batch_step(Net* net, bint pwo, floating lr) noexcept nogil:
     """One GD step or PWO sweep on the current (mini-batch) data, from a fresh forward."""
     cdef int first
     _forward(net, 0, lr)
-    if not pwo:
-        _step(net, 0, lr, False)
-        return 0.0
-    for first in range(net.L - 1, 0, -1):
-        _step(net, first, lr, True)
+    if pwo:
+        for first in range(net.L - 1, 0, -1):
+            _step(net, first, lr, True)
     _step(net, 0, lr, False)
-    return 0.0
 
 
 cdef double _accuracy(Net* net, floating tag) noexcept nogil:
@@ -931,16 +926,10 @@ cdef class Engine:
         for t in range(T):
             jobs[t].v = self.net
             jobs[t].net = &self.net
-            jobs[t].v.A = <void**>calloc(L, sizeof(void*))
-            jobs[t].v.D = <void**>calloc(L, sizeof(void*))
-            jobs[t].gW = <void**>calloc(L, sizeof(void*))
-            jobs[t].gb = <double**>calloc(L, sizeof(double*))
-            if (jobs[t].v.A == NULL or jobs[t].v.D == NULL or jobs[t].gW == NULL
-                    or jobs[t].gb == NULL):
-                raise MemoryError()
+            _new_view_arrays(&jobs[t].v, L)
             for l in range(L):
-                jobs[t].gW[l] = self._alloc((self.net.n[l + 1], self.net.n[l]), dt)
-                jobs[t].gb[l] = <double*>self._alloc((self.net.n[l + 1],), np.float64)
+                jobs[t].v.gW[l] = self._alloc((self.net.n[l + 1], self.net.n[l]), dt)
+                jobs[t].v.gb[l] = <double*>self._alloc((self.net.n[l + 1],), np.float64)
         return 0
 
     cdef int _setup_fused_jobs(self, dt) except -1:
@@ -954,13 +943,7 @@ cdef class Engine:
         self.net.njobs = T
         for t in range(T):
             jobs[t].v = self.net
-            jobs[t].v.A = <void**>calloc(L, sizeof(void*))
-            jobs[t].v.D = <void**>calloc(L, sizeof(void*))
-            jobs[t].v.gW = <void**>calloc(L, sizeof(void*))
-            jobs[t].v.gb = <double**>calloc(L, sizeof(double*))
-            if (jobs[t].v.A == NULL or jobs[t].v.D == NULL or jobs[t].v.gW == NULL
-                    or jobs[t].v.gb == NULL):
-                raise MemoryError()
+            _new_view_arrays(&jobs[t].v, L)
             for l in range(L):
                 if l > 0:
                     jobs[t].v.A[l] = self._alloc((self.net.B, self.net.n[l]), dt)
@@ -998,17 +981,11 @@ cdef class Engine:
         cdef int t
         if spans != NULL:
             for t in range(self.net.nspan):
-                free(spans[t].v.A)
-                free(spans[t].v.D)
-                free(spans[t].gW)
-                free(spans[t].gb)
+                _free_view_arrays(&spans[t].v)
             free(spans)
         if jobs != NULL:
             for t in range(self.net.njobs):
-                free(jobs[t].v.A)
-                free(jobs[t].v.D)
-                free(jobs[t].v.gW)
-                free(jobs[t].v.gb)
+                _free_view_arrays(&jobs[t].v)
             free(jobs)
         free(self.net.gW)
         free(self.net.gb)
@@ -1117,6 +1094,25 @@ cdef class Engine:
     def output(self):
         """Copy of the logits (cosines for am_softmax) of the last forward."""
         return self._out[:self.net.N].copy()
+
+
+cdef int _new_view_arrays(Net* v, int L) except -1:
+    """Give a per-thread view its own pointer arrays (A, D, gW, gb); the buffers they
+    point to are set by the caller."""
+    v.A = <void**>calloc(L, sizeof(void*))
+    v.D = <void**>calloc(L, sizeof(void*))
+    v.gW = <void**>calloc(L, sizeof(void*))
+    v.gb = <double**>calloc(L, sizeof(double*))
+    if v.A == NULL or v.D == NULL or v.gW == NULL or v.gb == NULL:
+        raise MemoryError()
+    return 0
+
+
+cdef void _free_view_arrays(Net* v) noexcept:
+    free(v.A)
+    free(v.D)
+    free(v.gW)
+    free(v.gb)
 
 
 cdef inline void* _ptr(arr) except NULL:
