@@ -65,6 +65,12 @@ cdef extern from "_direct.h" nogil:
     void pw_first_gradient_s(const float* X, int N, int D, const float* Dl, int n1,
                              float* G, int accumulate, int nthreads)
     int pw_direct_supported()
+    int pw_clamp_threads(int n)
+    enum:
+        PW_MAX_THREADS
+        PW_DIRECT_MAX_WIDTH
+        PW_VEC_BYTES
+        PW_MAX_PAD_BYTES
     ctypedef void (*pw_fn)(void*) noexcept nogil
     void pw_parallel(pw_fn fn, void** args, int n)
 
@@ -515,7 +521,7 @@ cdef double _fused_pass(Net* net, floating tag) noexcept nogil:
     of rows per thread (whole blocks), the threads' partial sums added in thread order
     into the engine's accumulators (thread 0's)."""
     cdef FusedJob* jobs = <FusedJob*>net.jobs
-    cdef void* args[16]
+    cdef void* args[PW_MAX_THREADS]
     cdef int t, l, T = net.njobs, N = net.N, nblocks = (net.N + net.B - 1) // net.B
     cdef Py_ssize_t i, j, cnt
     cdef double total = 0.0
@@ -523,6 +529,7 @@ cdef double _fused_pass(Net* net, floating tag) noexcept nogil:
     cdef floating* src
     if T > nblocks:
         T = nblocks
+    memset(args, 0, sizeof(args))
     for t in range(T):
         jobs[t].X = net.A[0]
         jobs[t].y = net.y
@@ -643,13 +650,14 @@ cdef double _step_rows(Net* net, int first, floating lr) noexcept nogil:
     forward pass, loss) split over threads by rows; partial gradients are added in thread
     order, then every layer of the span is updated once."""
     cdef SpanJob* jobs = <SpanJob*>net.spans
-    cdef void* args[16]
+    cdef void* args[PW_MAX_THREADS]
     cdef int T = net.nspan, t, l, nin, nout, N = net.N
     cdef Py_ssize_t i, j, cnt
     cdef double total = 0.0, gsum
     cdef floating* G
     cdef floating* WTm
     cdef floating* bl
+    memset(args, 0, sizeof(args))
     for t in range(T):
         jobs[t].lo = <int>(<long long>N * t // T)
         jobs[t].hi = <int>(<long long>N * (t + 1) // T)
@@ -878,15 +886,17 @@ cdef class Engine:
             self.net.C = _ptr(C)
             self.net.ncols = C.shape[1]
         self.net.direct = direct is not None
-        self.net.nthreads = max(1, nthreads)
+        self.net.nthreads = pw_clamp_threads(nthreads)
         if direct is not None:
             if dual is not None:
                 raise ValueError("the first layer is either dual or direct, not both")
             WT = direct
             if WT.dtype != dt or WT.shape[0] != self.net.n[0] or WT.shape[1] < self.net.n[1] \
-                    or (WT.shape[1] * WT.itemsize) % 64 or WT.shape[1] * WT.itemsize > 256:
-                raise ValueError("direct first layer: WT must be (n[0], NP), NP * itemsize a "
-                                 "multiple of 64 bytes, at most 256, NP >= n[1]")
+                    or (WT.shape[1] * WT.itemsize) % PW_VEC_BYTES \
+                    or WT.shape[1] * WT.itemsize > PW_MAX_PAD_BYTES:
+                raise ValueError(f"direct first layer: WT must be (n[0], NP), NP * itemsize a "
+                                 f"multiple of {PW_VEC_BYTES} bytes, at most "
+                                 f"{PW_MAX_PAD_BYTES}, NP >= n[1]")
             self._keep.append(WT)
             self.net.WT = _ptr(WT)
             self.net.NP = WT.shape[1]
@@ -917,7 +927,7 @@ cdef class Engine:
 
     cdef int _setup_span_jobs(self, dt) except -1:
         """One view and one set of partial-gradient buffers per thread."""
-        cdef int T = min(16, self.net.nthreads), t, l, L = self.net.L
+        cdef int T = pw_clamp_threads(self.net.nthreads), t, l, L = self.net.L
         cdef SpanJob* jobs = <SpanJob*>calloc(T, sizeof(SpanJob))
         if jobs == NULL:
             raise MemoryError()
@@ -935,7 +945,7 @@ cdef class Engine:
     cdef int _setup_fused_jobs(self, dt) except -1:
         """One view per thread: own block buffers and accumulators (thread 0 uses the
         engine's accumulators, which the update reads)."""
-        cdef int T = min(16, self.net.nthreads), t, l, L = self.net.L
+        cdef int T = pw_clamp_threads(self.net.nthreads), t, l, L = self.net.L
         cdef FusedJob* jobs = <FusedJob*>calloc(T, sizeof(FusedJob))
         if jobs == NULL:
             raise MemoryError()
@@ -1119,6 +1129,12 @@ cdef inline void* _ptr(arr) except NULL:
     if not arr.flags.c_contiguous:
         raise ValueError("poswise kernels need C-contiguous arrays")
     return <void*><size_t>arr.ctypes.data
+
+
+# Limits shared with _direct.h (defined there once).
+MAX_THREADS = PW_MAX_THREADS
+DIRECT_MAX_WIDTH = PW_DIRECT_MAX_WIDTH
+VEC_BYTES = PW_VEC_BYTES
 
 
 def direct_supported():

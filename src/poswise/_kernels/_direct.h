@@ -56,7 +56,22 @@ static int pw_isa(void) {
 
 static int pw_direct_supported(void) { return pw_isa() > 0; }
 
-#define PW_MAX_THREADS 8
+/* The one limit on threads shared by C and Cython (_core.pyx reads it from here): every
+ * per-thread array of the kernels and of the engine has PW_MAX_THREADS entries, and
+ * pw_parallel and the job builders clamp to it themselves, so no caller can pass more.
+ * 64 covers a two-socket server; more cores than that run 64 threads. */
+#define PW_MAX_THREADS 64
+
+/* Clamp a requested thread count to [1, PW_MAX_THREADS]. */
+static inline int pw_clamp_threads(int n) {
+    return n < 1 ? 1 : (n > PW_MAX_THREADS ? PW_MAX_THREADS : n);
+}
+
+/* Widest first layer the direct kernels take, and the lane padding of WT in bytes: NP *
+ * itemsize is a multiple of PW_VEC_BYTES and at most PW_MAX_PAD_BYTES. */
+#define PW_DIRECT_MAX_WIDTH 32
+#define PW_VEC_BYTES 64
+#define PW_MAX_PAD_BYTES 256
 
 typedef struct {
     void (*fn)(void*);
@@ -69,13 +84,15 @@ static void* pw_thread_main(void* p) {
     return NULL;
 }
 
-/* Run fn(args[0..n-1]) with n threads (the caller runs args[0]); returns 0 on success.
- * If a thread cannot be started its share runs in the caller: never fails. */
+/* Run fn(args[0..n-1]) with n threads (the caller runs args[0]); n is clamped to
+ * [1, PW_MAX_THREADS], so args needs at most PW_MAX_THREADS entries. If a thread cannot be
+ * started its share runs in the caller: never fails. */
 static void pw_parallel(void (*fn)(void*), void** args, int n) {
     pthread_t th[PW_MAX_THREADS];
     pw_task tasks[PW_MAX_THREADS];
-    int started[PW_MAX_THREADS];
+    int started[PW_MAX_THREADS] = {0};
     int t;
+    n = pw_clamp_threads(n);
     for (t = 1; t < n; t++) {
         tasks[t].fn = fn;
         tasks[t].arg = args[t];
@@ -95,7 +112,7 @@ static void pw_parallel(void (*fn)(void*), void** args, int n) {
 PW_INLINE void NAME##_fwd(const T* X, int D, const T* WT, int NP, T* Z, int n1, int r0,    \
                           int r1, const int NV, const int RB) {                            \
     int i = r0, k, v, r;                                                                   \
-    T tmp[64];                                                                             \
+    T tmp[8 * VL];                                                                         \
     for (; i + RB <= r1; i += RB) {                                                        \
         V acc[8][8];                                                                       \
         const T* x = X + (size_t)i * D;                                                    \
@@ -220,7 +237,7 @@ static void pw_first_forward_##SUF(const T* X, int N, int D, const T* WT, int NP
                                    int n1, int nthreads) {                                 \
     pw_job_##SUF jobs[PW_MAX_THREADS];                                                     \
     void* args[PW_MAX_THREADS];                                                            \
-    int t, n = nthreads < 1 ? 1 : (nthreads > PW_MAX_THREADS ? PW_MAX_THREADS : nthreads); \
+    int t, n = pw_clamp_threads(nthreads);                                               \
     if ((long long)N * D < (1LL << 18) * n || N < 8 * n) n = 1;                            \
     for (t = 0; t < n; t++) {                                                              \
         jobs[t].X = X; jobs[t].WT = WT; jobs[t].Z = Z; jobs[t].D = D; jobs[t].NP = NP;     \
@@ -238,7 +255,7 @@ static void pw_first_gradient_##SUF(const T* X, int N, int D, const T* Dl, int n
                                     int accumulate, int nthreads) {                        \
     pw_job_##SUF jobs[PW_MAX_THREADS];                                                     \
     void* args[PW_MAX_THREADS];                                                            \
-    int t, n = nthreads < 1 ? 1 : (nthreads > PW_MAX_THREADS ? PW_MAX_THREADS : nthreads); \
+    int t, n = pw_clamp_threads(nthreads);                                               \
     if (!accumulate) memset(G, 0, (size_t)n1 * D * sizeof(T));                             \
     if ((long long)N * D < (1LL << 18) * n || D < 32 * n) n = 1;                           \
     for (t = 0; t < n; t++) {                                                              \
