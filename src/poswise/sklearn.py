@@ -1,0 +1,522 @@
+"""scikit-learn estimators over poswise's networks and trainers.
+
+``MLPClassifier`` and ``MLPRegressor`` are drop-in replacements for scikit-learn's classes of
+the same names where a parameter or attribute means the same thing, plus poswise's own
+``schedule`` (PWO, GD, ...) and ``update`` (the update rule). They are thin: hyper-parameters
+are validated by scikit-learn's parameter-constraint machinery, arrays are checked by
+scikit-learn's ``validate_data`` (its error messages, ``n_features_in_``,
+``feature_names_in_``) and converted by poswise's layout module inside the trainers, and the
+work is done by a poswise trainer on a :class:`poswise.MLP`. scikit-learn is an optional
+dependency (``pip install "poswise[sklearn]"``); ``import poswise`` does not import it.
+
+Differences from scikit-learn, by design (docs/sklearn.md):
+
+* ``batch_size=None`` (the default) is full-batch training: one epoch is one full-batch
+  step (GD) or one position-wise sweep (PWO). ``"auto"`` means ``min(200, n_samples)`` as
+  in scikit-learn.
+* ``loss_curve_[i]`` is the loss after epoch ``i + 1`` on the training data (scikit-learn
+  records the mean of the mini-batch losses seen during the epoch, i.e. before its steps).
+* ``alpha`` becomes the update rule's ``weight_decay = alpha / batch``, ``batch`` being the
+  number of samples per step: the gradient of scikit-learn's penalty
+  ``alpha / (2 n) ||W||^2`` exactly, except that poswise's rules decay the biases too
+  (scikit-learn leaves them alone). ``loss_`` adds the penalty as scikit-learn does.
+* ``coefs_[l]`` is a transposed view ``(n_in, n_out)`` of the network's ``weights[l]``
+  (Fortran-ordered), so training and the attributes never disagree.
+* Weights start Glorot-uniform (scikit-learn's initialisation for all activations but
+  logistic) drawn by poswise from ``random_state``: equal seeds do not give scikit-learn's
+  weights.
+* No ``sample_weight`` (poswise's losses are plain means over samples), no multilabel
+  targets (poswise has no per-label sigmoid loss yet), no ``learning_rate`` schedules and no
+  ``shuffle=False`` with mini-batches: each raises a clear error.
+"""
+import inspect
+import warnings
+from numbers import Integral, Real
+
+import numpy as np
+from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin, _fit_context
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.model_selection import train_test_split
+from sklearn.utils import check_random_state
+from sklearn.utils._param_validation import Interval, Options, StrOptions
+from sklearn.utils.multiclass import (_check_partial_fit_first_call, type_of_target,
+                                      unique_labels)
+from sklearn.utils.validation import check_is_fitted, column_or_1d
+
+from . import trainers as _trainers
+from ._layout import check_widths
+from .network import ACTIVATIONS, MLP
+from .updates import UPDATE_RULES, UpdateRule, get_update
+
+try:  # scikit-learn >= 1.6
+    from sklearn.utils.validation import validate_data as _validate_data
+except ImportError:  # pragma: no cover - scikit-learn 1.3 to 1.5
+    def _validate_data(est, *args, **kwargs):
+        return est._validate_data(*args, **kwargs)
+
+__all__ = ["MLPClassifier", "MLPRegressor", "ACTIVATION_NAMES", "SCHEDULES"]
+
+#: scikit-learn's activation names and poswise's own, each with poswise's name.
+ACTIVATION_NAMES = {**{a: a for a in ACTIVATIONS}, "logistic": "sigmoid"}
+
+#: Schedule name -> trainer class (the trainers' own registry once it exists).
+SCHEDULES = getattr(_trainers, "SCHEDULES", None) or {
+    "pwo": _trainers.PositionWise, "gd": _trainers.GradientDescent}
+
+# scikit-learn's batch_size="auto"
+AUTO_BATCH = 200
+
+
+def _takes(cls, name):
+    """Whether the trainer class takes keyword ``name`` (the update rules land in the
+    trainers during this work; until then only plain SGD runs)."""
+    return name in inspect.signature(cls).parameters
+
+
+class _BaseMLP(BaseEstimator):
+    """What the classifier and the regressor share: parameters, training, attributes."""
+
+    _parameter_constraints = {
+        "hidden_layer_sizes": ["array-like", Interval(Integral, 1, None, closed="left")],
+        "activation": [StrOptions(set(ACTIVATION_NAMES))],
+        "schedule": [StrOptions(set(SCHEDULES))],
+        "update": [StrOptions(set(UPDATE_RULES)), UpdateRule],
+        "alpha": [Interval(Real, 0, None, closed="left")],
+        "batch_size": [StrOptions({"auto"}), Interval(Integral, 1, None, closed="left"),
+                       None],
+        "learning_rate_init": [Interval(Real, 0, None, closed="neither")],
+        "max_iter": [Interval(Integral, 1, None, closed="left")],
+        "shuffle": ["boolean"],
+        "random_state": ["random_state"],
+        "tol": [Interval(Real, 0, None, closed="left")],
+        "verbose": ["verbose"],
+        "warm_start": ["boolean"],
+        "early_stopping": ["boolean"],
+        "validation_fraction": [Interval(Real, 0, 1, closed="neither")],
+        "n_iter_no_change": [Interval(Integral, 1, None, closed="left")],
+        "target_loss": [Interval(Real, None, None, closed="neither"), None],
+        "dtype": [Options(type, {np.float32, np.float64}),
+                  StrOptions({"float32", "float64"})],
+        "first_layer": [StrOptions(set(_trainers.FIRST_LAYER_MODES))],
+        "threads": [Interval(Integral, 1, None, closed="left"), None],
+    }
+
+    def __init__(self, hidden_layer_sizes=(100,), activation="relu", *, schedule="pwo",
+                 update="sgd", alpha=0.0001, batch_size=None, learning_rate_init=0.1,
+                 max_iter=200, shuffle=True, random_state=None, tol=1e-4, verbose=False,
+                 warm_start=False, early_stopping=False, validation_fraction=0.1,
+                 n_iter_no_change=10, target_loss=None, dtype=np.float64,
+                 first_layer="auto", threads=None):
+        self.hidden_layer_sizes = hidden_layer_sizes
+        self.activation = activation
+        self.schedule = schedule
+        self.update = update
+        self.alpha = alpha
+        self.batch_size = batch_size
+        self.learning_rate_init = learning_rate_init
+        self.max_iter = max_iter
+        self.shuffle = shuffle
+        self.random_state = random_state
+        self.tol = tol
+        self.verbose = verbose
+        self.warm_start = warm_start
+        self.early_stopping = early_stopping
+        self.validation_fraction = validation_fraction
+        self.n_iter_no_change = n_iter_no_change
+        self.target_loss = target_loss
+        self.dtype = dtype
+        self.first_layer = first_layer
+        self.threads = threads
+
+    # ------------------------------------------------------------------ network
+    def _linked(self, net):
+        """Whether ``coefs_``/``intercepts_`` are still the views of ``net`` set by fit
+        (a user may have replaced them)."""
+        ws, bs = net.weights, net.biases
+        return (len(self.coefs_) == len(ws) and len(self.intercepts_) == len(bs)
+                and all(c.base is w for c, w in zip(self.coefs_, ws))
+                and all(i is b for i, b in zip(self.intercepts_, bs)))
+
+    def _network(self, store):
+        """The fitted network, rebuilt from ``coefs_``/``intercepts_`` when they are not
+        its views (after unpickling, or if the user replaced them). With ``store`` the
+        rebuilt network is kept and the attributes become its views again."""
+        net = self.__dict__.get("_net")
+        if net is not None and self._linked(net):
+            return net
+        net = MLP.from_arrays([np.asarray(c).T for c in self.coefs_], self.intercepts_,
+                              activation=ACTIVATION_NAMES[self._activation],
+                              output=self._head)
+        if net.dtype != self._dtype:
+            net = MLP.from_arrays([w.astype(self._dtype) for w in net.weights],
+                                  [b.astype(self._dtype) for b in net.biases],
+                                  activation=net.activation, output=net.output)
+        if store:
+            self._attach(net)
+            self.__dict__.pop("_session", None)
+        return net
+
+    def _attach(self, net):
+        self._net = net
+        self.coefs_ = [w.T for w in net.weights]
+        self.intercepts_ = list(net.biases)
+
+    def __getstate__(self):
+        # the network and the training session are rebuilt from coefs_/intercepts_
+        state = dict(super().__getstate__())
+        state.pop("_net", None)
+        state.pop("_session", None)
+        return state
+
+    def __setstate__(self, state):
+        super().__setstate__(state)
+        if "coefs_" in self.__dict__:
+            self._network(store=True)
+
+    def _forward(self, X):
+        """Last-layer values of the fitted network for ``X``."""
+        check_is_fitted(self)
+        X = _validate_data(self, X, reset=False, dtype=(np.float64, np.float32))
+        return self._network(store=False).decision_function(X)
+
+    # ------------------------------------------------------------------ training
+    def _trainer(self, loss, n_batch, seed):
+        """The trainer for this fit and its settings key (a session is reused only while
+        the key is unchanged)."""
+        cls = SCHEDULES[self.schedule]
+        decay = self.alpha / n_batch
+        kwargs = dict(loss=loss, batch_size=None if n_batch is None else n_batch,
+                      first_layer=self.first_layer, threads=self.threads, rng=seed)
+        if _takes(cls, "update"):
+            rule = get_update(self.update, type(self).__name__)
+            if decay:
+                hyper = rule.hyper()
+                hyper["weight_decay"] = hyper.get("weight_decay", 0.0) + decay
+                if "betas" in hyper:
+                    hyper["betas"] = tuple(hyper["betas"])
+                rule = type(rule)(**hyper)
+            kwargs["update"] = rule
+        elif not (self.update == "sgd" or (isinstance(self.update, UpdateRule)
+                                          and self.update.is_plain_sgd)):
+            raise ValueError(f"update={self.update!r} needs poswise's update rules in the "
+                             f"trainers; this build trains with plain SGD only.")
+        key = (cls, float(self.learning_rate_init),
+               repr(sorted((k, v) for k, v in kwargs.items() if k != "rng")))
+        return cls(float(self.learning_rate_init), **kwargs), key
+
+    def _fit(self, X, y, incremental):
+        first_pass = (not hasattr(self, "coefs_")
+                      or (not self.warm_start and not incremental))
+        hidden = check_widths(self.hidden_layer_sizes, "hidden_layer_sizes",
+                              type(self).__name__)
+        X, y = _validate_data(self, X, y, reset=first_pass, multi_output=True,
+                              dtype=(np.float64, np.float32), y_numeric=not self._is_clf)
+        y, loss, K = self._targets(y, first_pass, incremental)
+        self._random_state = rs = check_random_state(self.random_state)
+        if first_pass:
+            self._dtype = np.dtype(self.dtype).type
+            sizes = (X.shape[1],) + hidden + (K,)
+            net = MLP(sizes, activation=ACTIVATION_NAMES[self.activation],
+                      init="xavier_uniform", dtype=self._dtype,
+                      rng=rs.randint(np.iinfo(np.int32).max))
+            net.output = self._head
+            self._activation = self.activation
+            self._attach(net)
+            self.__dict__.pop("_session", None)
+            self.n_iter_ = self.t_ = 0
+            self.n_layers_, self.n_outputs_ = len(sizes), K
+            self.out_activation_ = {"sigmoid": "logistic"}.get(self._head, self._head)
+            self.loss_curve_ = []
+            self._no_improvement_count = 0
+            self.best_loss_ = None if self.early_stopping else np.inf
+            self.validation_scores_ = [] if self.early_stopping else None
+            self.best_validation_score_ = -np.inf if self.early_stopping else None
+        elif K != self.n_outputs_:
+            raise ValueError(f"y has {K} output(s) but the fitted network has "
+                             f"{self.n_outputs_}; refit without warm_start.")
+        net = self._network(store=True)
+        self._train(net, X, y, loss, rs, incremental)
+        return self
+
+    def _train(self, net, X, y, loss, rs, incremental):
+        if self.early_stopping and incremental:
+            raise ValueError("partial_fit does not support early_stopping=True")
+        Xv = yv = None
+        if self.early_stopping:
+            stratify = y if self._is_clf else None
+            X, Xv, y, yv = train_test_split(X, y, random_state=rs, stratify=stratify,
+                                            test_size=self.validation_fraction)
+            if Xv.shape[0] < 2:
+                raise ValueError("The validation set is too small. Increase "
+                                 "'validation_fraction' or the size of your dataset.")
+        N = X.shape[0]
+        n_batch = None
+        if self.batch_size is not None:
+            n_batch = min(AUTO_BATCH if self.batch_size == "auto" else self.batch_size, N)
+        if n_batch is not None and n_batch < N and not self.shuffle:
+            raise ValueError("shuffle=False with mini-batches is not supported: poswise's "
+                             "trainers shuffle every epoch. Use shuffle=True or "
+                             "batch_size=None (full batch).")
+        trainer, key = self._trainer(loss, n_batch or N, rs.randint(np.iinfo(np.int32).max))
+        sess = self.__dict__.get("_session")
+        if sess is None or sess[0] != key:
+            run = trainer.session(net) if hasattr(trainer, "session") else None
+            sess = self._session = (key, run)
+        fit = sess[1].fit if sess[1] is not None else \
+            (lambda *a, **k: trainer.fit(net, *a, **k))
+        best = None
+        self.n_iter_ = 0
+        stopped = False
+
+        def each_epoch(epoch, hist):
+            nonlocal best, stopped
+            if epoch == 0:
+                return False
+            self.loss_ = self._penalised(net, hist.loss[-1], n_batch or N)
+            self.loss_curve_.append(self.loss_)
+            self.n_iter_ += 1
+            self.t_ += N
+            if self.verbose:
+                print("Iteration %d, loss = %.8f" % (self.n_iter_, self.loss_))
+            if self.early_stopping:
+                score = self._score_net(net, Xv, yv)
+                self.validation_scores_.append(score)
+                if self.verbose:
+                    print("Validation score: %f" % score)
+                better = score >= self.best_validation_score_ + self.tol
+                if score > self.best_validation_score_:
+                    self.best_validation_score_ = score
+                    best = ([w.copy() for w in net.weights], [b.copy() for b in net.biases])
+            else:
+                better = self.loss_ <= self.best_loss_ - self.tol
+                self.best_loss_ = min(self.best_loss_, self.loss_)
+            self._no_improvement_count = 0 if better else self._no_improvement_count + 1
+            if self._no_improvement_count > self.n_iter_no_change and not incremental:
+                stopped = True
+                if self.verbose:
+                    what = "Validation score" if self.early_stopping else "Training loss"
+                    print(f"{what} did not improve more than tol={self.tol:f} for "
+                          f"{self.n_iter_no_change} consecutive epochs. Stopping.")
+                return True
+            return False
+
+        hist = fit(X, y, epochs=1 if incremental else self.max_iter,
+                   target_loss=self.target_loss, callbacks=(each_epoch,))
+        if best is not None:
+            for dst, src in zip(net.weights + net.biases, best[0] + best[1]):
+                np.copyto(dst, src)
+        if not self.loss_curve_:     # diverged in the first epoch, or target met at once
+            self.loss_ = self._penalised(net, hist.loss[-1], n_batch or N)
+        if (not incremental and not stopped and self.n_iter_ == self.max_iter
+                and hist.stopped_reason == "max_epochs"):
+            warnings.warn(f"Stochastic Optimizer: Maximum iterations ({self.max_iter}) "
+                          f"reached and the optimization hasn't converged yet.",
+                          ConvergenceWarning)
+
+    def _penalised(self, net, data_loss, n_batch):
+        """The loss in scikit-learn's definition: data loss + alpha/(2 n) ||W||^2."""
+        value = data_loss / self._loss_scale
+        if self.alpha:
+            value += 0.5 * self.alpha * sum(float(np.vdot(w, w)) for w in net.weights) \
+                / n_batch
+        return float(value)
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.sparse = False
+        return tags
+
+    def _more_tags(self):  # scikit-learn < 1.6
+        return {"multilabel": False, "multioutput": not self._is_clf}
+
+
+class MLPClassifier(ClassifierMixin, _BaseMLP):
+    """A multi-layer perceptron classifier trained by poswise.
+
+    Two classes train one sigmoid output with binary cross-entropy (``loss="bce"``), more
+    classes a softmax output with cross-entropy, as scikit-learn's ``MLPClassifier``.
+
+    Parameters
+    ----------
+    hidden_layer_sizes : int or tuple of int, default (100,)
+        Widths of the hidden layers.
+    activation : {"relu", "tanh", "logistic", "identity", "sigmoid", "leaky_relu"}
+        Hidden-layer activation; ``"logistic"`` (scikit-learn's name) is ``"sigmoid"``.
+    schedule : {"pwo", "gd", ...}, default "pwo"
+        The trainer: a key of ``poswise.trainers.SCHEDULES`` (position-wise optimizer,
+        gradient descent, ...).
+    update : str or poswise.UpdateRule, default "sgd"
+        The update rule: a name of ``poswise.updates.UPDATE_RULES`` or a rule object.
+    alpha : float >= 0, default 1e-4
+        L2 penalty ``alpha / (2 n) ||W||^2``, applied as the rule's ``weight_decay`` of
+        ``alpha / n`` (``n`` samples per step; biases are decayed too, unlike in
+        scikit-learn). With ``update="adamw"`` it adds to AdamW's decoupled decay.
+    batch_size : int, "auto" or None, default None
+        Samples per step. ``None`` is full batch (scikit-learn's default is ``"auto"``,
+        ``min(200, n_samples)``, which is accepted).
+    learning_rate_init : float > 0, default 0.1
+        The (constant) learning rate. The default suits full-batch SGD; scikit-learn's
+        0.001 suits mini-batch Adam.
+    max_iter : int >= 1, default 200
+        Maximum number of epochs.
+    shuffle : bool, default True
+        Shuffle the mini-batches every epoch (``False`` needs ``batch_size=None``).
+    random_state : None, int or RandomState
+        Initial weights, mini-batch shuffling and the early-stopping split.
+    tol, n_iter_no_change : float, int
+        Stop when the loss (or, with early stopping, the validation score) has not improved
+        by at least ``tol`` for more than ``n_iter_no_change`` consecutive epochs.
+    verbose : bool
+        Print the loss of every epoch.
+    warm_start : bool
+        ``fit`` continues from the fitted network (and, with sessions, the rule's state).
+    early_stopping : bool, default False
+        Hold out ``validation_fraction`` of the data (stratified), stop on the validation
+        accuracy and keep the best weights.
+    validation_fraction : float in (0, 1), default 0.1
+    target_loss : float, optional
+        Stop as soon as the training loss (poswise's, without the penalty) is below it.
+    dtype : float32 or float64, default float64
+        The network's dtype.
+    first_layer : {"auto", "primal", "dual", "direct"}, default "auto"
+        How the trainer computes the first layer (see ``poswise.GradientDescent``).
+    threads : int, optional
+        Thread limit during training.
+
+    Attributes
+    ----------
+    classes_, coefs_, intercepts_, loss_, best_loss_, loss_curve_, validation_scores_,
+    best_validation_score_, n_iter_, n_layers_, n_outputs_, out_activation_,
+    n_features_in_, feature_names_in_, t_
+        As in scikit-learn; ``coefs_[l]`` is a view ``(n_in, n_out)`` of the network's
+        weights.
+    """
+
+    _is_clf = True
+
+    def _targets(self, y, first_pass, incremental):
+        """Encoded labels, the poswise loss and the number of outputs."""
+        if y.ndim == 2 and y.shape[1] == 1:
+            y = column_or_1d(y, warn=True)
+        kind = type_of_target(y, input_name="y")
+        if kind.startswith("multilabel") or (y.ndim == 2 and kind != "unknown"):
+            raise ValueError("poswise's MLPClassifier does not support multilabel targets "
+                             "yet (poswise has no per-label sigmoid loss); pass 1-D class "
+                             "labels.")
+        if kind not in ("binary", "multiclass"):
+            raise ValueError(f"Unknown label type: {kind!r}. MLPClassifier needs class "
+                             f"labels (binary or multiclass).")
+        labels = unique_labels(y)
+        if first_pass and not incremental:
+            self.classes_ = labels
+        elif self.warm_start and not incremental:
+            if set(labels) != set(self.classes_):
+                raise ValueError(f"warm_start can only be used where `y` has the same "
+                                 f"classes as in the previous call to fit. Previously got "
+                                 f"{self.classes_}, `y` has {labels}")
+        elif np.setdiff1d(labels, self.classes_).size:
+            raise ValueError(f"`y` has classes not in `self.classes_`. `self.classes_` "
+                             f"has {self.classes_}. 'y' has {labels}.")
+        n_classes = len(self.classes_)
+        if n_classes < 2:
+            raise ValueError(f"MLPClassifier needs samples of at least 2 classes; got 1 "
+                             f"class ({self.classes_[0]!r}).")
+        codes = np.searchsorted(self.classes_, y)
+        if n_classes == 2:
+            return codes.astype(np.float64), "bce", 1
+        return codes, "cross_entropy", n_classes
+
+    @property
+    def _head(self):
+        return "sigmoid" if len(self.classes_) == 2 else "softmax"
+
+    _loss_scale = 1.0
+
+    def _score_net(self, net, X, y):
+        z = net.decision_function(X)
+        pred = (z[:, 0] > 0).astype(np.int64) if z.shape[1] == 1 else np.argmax(z, axis=1)
+        return float(np.mean(pred == np.asarray(y).astype(np.int64)))
+
+    @_fit_context(prefer_skip_nested_validation=True)
+    def fit(self, X, y):
+        """Train on ``X`` (n_samples, n_features) and class labels ``y``; return self."""
+        return self._fit(X, y, incremental=False)
+
+    @_fit_context(prefer_skip_nested_validation=True)
+    def partial_fit(self, X, y, classes=None):
+        """One epoch on ``(X, y)``; ``classes`` (all the labels) on the first call."""
+        if _check_partial_fit_first_call(self, classes):
+            for attr in ("coefs_", "_net", "_session"):
+                self.__dict__.pop(attr, None)
+        return self._fit(X, y, incremental=True)
+
+    def predict_proba(self, X):
+        """Class probabilities, shape (n_samples, n_classes)."""
+        z = self._forward(X)
+        if z.shape[1] == 1:
+            from ._numpy_backend import sigmoid
+            p = sigmoid(z[:, 0])
+            return np.column_stack([1 - p, p])
+        e = np.exp(z - z.max(axis=1, keepdims=True))
+        return e / e.sum(axis=1, keepdims=True)
+
+    def predict_log_proba(self, X):
+        """Logarithm of :meth:`predict_proba`."""
+        return np.log(self.predict_proba(X))
+
+    def predict(self, X):
+        """The most probable class of each sample."""
+        z = self._forward(X)
+        idx = (z[:, 0] > 0).astype(np.intp) if z.shape[1] == 1 else np.argmax(z, axis=1)
+        return self.classes_[idx]
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.classifier_tags.multi_label = False
+        return tags
+
+
+class MLPRegressor(RegressorMixin, _BaseMLP):
+    """A multi-layer perceptron regressor trained by poswise (identity output, squared
+    error; several outputs for a 2-D ``y``).
+
+    Parameters and attributes are those of :class:`MLPClassifier` (early stopping scores
+    the validation data with R^2). ``loss_`` is scikit-learn's ``0.5 * mean((y - f)^2)``
+    over samples and outputs; the gradient is that of poswise's ``mse`` (summed over the
+    outputs, scikit-learn's too).
+    """
+
+    _is_clf = False
+
+    def _targets(self, y, first_pass, incremental):
+        y = np.asarray(y)
+        K = 1 if y.ndim == 1 else y.shape[1]
+        self._loss_scale = float(K)
+        return y.reshape(y.shape[0], K), "mse", K
+
+    _head = "identity"
+
+    def _score_net(self, net, X, y):
+        from sklearn.metrics import r2_score
+        return float(r2_score(y, net.decision_function(X)))
+
+    @_fit_context(prefer_skip_nested_validation=True)
+    def fit(self, X, y):
+        """Train on ``X`` (n_samples, n_features) and targets ``y``; return self."""
+        return self._fit(X, y, incremental=False)
+
+    @_fit_context(prefer_skip_nested_validation=True)
+    def partial_fit(self, X, y):
+        """One epoch on ``(X, y)``, continuing from the fitted network."""
+        return self._fit(X, y, incremental=True)
+
+    def predict(self, X):
+        """Predicted targets: (n_samples,) for one output, else (n_samples, n_outputs)."""
+        z = self._forward(X)
+        return z[:, 0] if z.shape[1] == 1 else z
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.target_tags.multi_output = True
+        tags.target_tags.single_output = True
+        return tags
