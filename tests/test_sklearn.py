@@ -17,3 +17,232 @@ from poswise.sklearn import MLPClassifier, MLPRegressor  # noqa: E402
 @parametrize_with_checks([MLPClassifier(), MLPRegressor()])
 def test_sklearn_estimator_checks(estimator, check):
     check(estimator)
+
+
+# --------------------------------------------------------------------------- helpers
+def _quiet(fn, *args, **kwargs):
+    """Call fn with scikit-learn's ConvergenceWarning silenced (short fits on purpose)."""
+    import warnings
+    from sklearn.exceptions import ConvergenceWarning
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        return fn(*args, **kwargs)
+
+
+def _problem(kind, n=60, d=5, seed=0):
+    from sklearn.datasets import make_classification, make_regression
+    if kind == "regression":
+        X, y = make_regression(n_samples=n, n_features=d, n_targets=2, noise=0.1,
+                               random_state=seed)
+        return X, y / np.abs(y).max()
+    n_classes = 2 if kind == "binary" else 3
+    return make_classification(n_samples=n, n_features=d, n_informative=3,
+                               n_redundant=0, n_classes=n_classes, random_state=seed)
+
+
+SK_FIXED = dict(hidden_layer_sizes=(7, 4), activation="tanh", alpha=0.0,
+                learning_rate_init=0.05, max_iter=1, random_state=0, warm_start=True,
+                n_iter_no_change=10 ** 6, tol=0.0)
+
+
+# --------------------------------------------------------------------------- tests
+def test_import_poswise_does_not_import_sklearn():
+    code = "import sys, poswise; print('sklearn' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True)
+    assert out.stdout.strip() == "False"
+
+
+@pytest.mark.parametrize("kind", ["binary", "multiclass", "regression"])
+def test_gd_matches_sklearn_sgd_step_for_step(kind):
+    """Full-batch GD with plain SGD is scikit-learn's solver="sgd" with one batch, no
+    momentum and no shuffling: same gradients, same steps, same loss definition."""
+    from sklearn import neural_network as sknn
+    X, y = _problem(kind)
+    ours_cls = MLPRegressor if kind == "regression" else MLPClassifier
+    sk_cls = sknn.MLPRegressor if kind == "regression" else sknn.MLPClassifier
+    sk = sk_cls(solver="sgd", batch_size=X.shape[0], momentum=0.0, shuffle=False,
+                **SK_FIXED)
+    ours = ours_cls(schedule="gd", update="sgd", **SK_FIXED)
+    _quiet(sk.fit, X, y)
+    _quiet(ours.fit, X, y)
+    # start both from scikit-learn's weights after its first epoch
+    ours.coefs_ = [c.copy() for c in sk.coefs_]
+    ours.intercepts_ = [b.copy() for b in sk.intercepts_]
+    for est in (sk, ours):
+        est.set_params(max_iter=15)
+        _quiet(est.fit, X, y)
+    for a, b in zip(ours.coefs_ + ours.intercepts_, sk.coefs_ + sk.intercepts_):
+        assert a.shape == b.shape
+        np.testing.assert_allclose(a, b, rtol=1e-9, atol=1e-12)
+    # scikit-learn records the loss before each epoch's step, poswise after it
+    np.testing.assert_allclose(ours.loss_curve_[1:-1], sk.loss_curve_[2:], rtol=1e-9)
+    assert ours.t_ == sk.t_ and ours.n_iter_ == sk.n_iter_ == 15
+    assert ours.n_layers_ == sk.n_layers_ and ours.n_outputs_ == sk.n_outputs_
+    assert ours.out_activation_ == sk.out_activation_
+    np.testing.assert_allclose(ours.predict(X), sk.predict(X), rtol=1e-8)
+    if kind != "regression":
+        np.testing.assert_allclose(ours.predict_proba(X), sk.predict_proba(X), rtol=1e-8)
+
+
+@pytest.mark.parametrize("schedule", ["pwo", "gd"])
+def test_estimator_runs_the_trainer(schedule):
+    """The estimator's network after k epochs is what the poswise trainer makes of the
+    same initial network in k epochs."""
+    import poswise
+    X, y = _problem("multiclass")
+    est = MLPClassifier((6,), schedule=schedule, alpha=0.0, learning_rate_init=0.1,
+                        max_iter=1, random_state=3, warm_start=True,
+                        n_iter_no_change=10 ** 6)
+    _quiet(est.fit, X, y)
+    net = poswise.MLP.from_arrays([c.T for c in est.coefs_], est.intercepts_,
+                                  activation="relu")
+    trainer = {"pwo": poswise.PositionWise, "gd": poswise.GradientDescent}[schedule]
+    hist = trainer(0.1, loss="cross_entropy").fit(net, X, y, epochs=7)
+    _quiet(est.set_params(max_iter=7).fit, X, y)
+    for a, b in zip(est.coefs_, net.weights):
+        np.testing.assert_allclose(a, b.T, rtol=1e-10, atol=1e-13)
+    np.testing.assert_allclose(est.loss_curve_[1:], hist.loss[1:], rtol=1e-10)
+
+
+def test_loss_is_sklearns_definition_with_penalty():
+    """loss_ = mean log-loss (or 0.5 mean squared error over samples and outputs) +
+    alpha / (2 n) * sum ||W||^2 on the fitted weights, computed here independently."""
+    from sklearn.metrics import log_loss
+    X, y = _problem("multiclass")
+    clf = _quiet(MLPClassifier((5,), alpha=0.3, max_iter=20, random_state=0).fit, X, y)
+    pen = 0.5 * 0.3 * sum(np.sum(c ** 2) for c in clf.coefs_) / X.shape[0]
+    assert clf.loss_ == pytest.approx(log_loss(y, clf.predict_proba(X)) + pen, rel=1e-9)
+    X, y = _problem("regression")
+    reg = _quiet(MLPRegressor((5,), alpha=0.3, max_iter=20, random_state=0).fit, X, y)
+    pen = 0.5 * 0.3 * sum(np.sum(c ** 2) for c in reg.coefs_) / X.shape[0]
+    expect = 0.5 * np.mean((y - reg.predict(X)) ** 2) + pen
+    assert reg.loss_ == pytest.approx(expect, rel=1e-9)
+    assert reg.loss_curve_[-1] == reg.loss_
+
+
+def test_attributes_and_predictions():
+    X, y = _problem("multiclass")
+    labels = np.array(["ant", "bee", "cat"])[y]
+    clf = _quiet(MLPClassifier((8, 3), max_iter=30, random_state=0).fit, X, labels)
+    assert list(clf.classes_) == ["ant", "bee", "cat"]
+    assert [c.shape for c in clf.coefs_] == [(5, 8), (8, 3), (3, 3)]
+    assert [b.shape for b in clf.intercepts_] == [(8,), (3,), (3,)]
+    assert clf.n_layers_ == 4 and clf.n_outputs_ == 3 and clf.out_activation_ == "softmax"
+    assert clf.n_features_in_ == 5 and len(clf.loss_curve_) == clf.n_iter_
+    assert clf.validation_scores_ is None and clf.best_validation_score_ is None
+    assert clf.best_loss_ == min(clf.loss_curve_)
+    proba = clf.predict_proba(X)
+    np.testing.assert_allclose(proba.sum(axis=1), 1.0)
+    np.testing.assert_allclose(clf.predict_log_proba(X), np.log(proba))
+    assert np.array_equal(clf.predict(X), clf.classes_[np.argmax(proba, axis=1)])
+    binary = _quiet(MLPClassifier((4,), max_iter=5, random_state=0).fit, X, y == 1)
+    assert binary.out_activation_ == "logistic" and binary.n_outputs_ == 1
+    assert binary.predict_proba(X).shape == (X.shape[0], 2)
+    Xr, yr = _problem("regression")
+    reg = _quiet(MLPRegressor((4,), max_iter=5, random_state=0).fit, Xr, yr)
+    assert reg.predict(Xr).shape == yr.shape and reg.out_activation_ == "identity"
+    one = _quiet(MLPRegressor((4,), max_iter=5, random_state=0).fit, Xr, yr[:, 0])
+    assert one.predict(Xr).shape == (Xr.shape[0],)
+
+
+def test_pickle_and_clone_round_trip():
+    X, y = _problem("multiclass")
+    clf = _quiet(MLPClassifier((6,), max_iter=20, random_state=0, warm_start=True).fit,
+                 X, y)
+    back = pickle.loads(pickle.dumps(clf))
+    np.testing.assert_array_equal(back.predict_proba(X), clf.predict_proba(X))
+    for a, b in zip(back.coefs_, clf.coefs_):
+        np.testing.assert_array_equal(a, b)
+    # the unpickled estimator trains on, exactly as the original does
+    _quiet(back.fit, X, y)
+    _quiet(clf.fit, X, y)
+    for a, b in zip(back.coefs_ + back.intercepts_, clf.coefs_ + clf.intercepts_):
+        np.testing.assert_array_equal(a, b)
+    fresh = clone(clf)
+    assert fresh.get_params() == clf.get_params()
+    assert not hasattr(fresh, "coefs_")
+    np.testing.assert_array_equal(_quiet(fresh.set_params(warm_start=False).fit, X, y)
+                                  .predict(X),
+                                  _quiet(clone(fresh).fit, X, y).predict(X))
+
+
+def test_partial_fit_and_warm_start_continue_training():
+    X, y = _problem("multiclass")
+    with pytest.raises(ValueError, match="classes must be passed"):
+        MLPClassifier().partial_fit(X, y)
+    inc = MLPClassifier((6,), alpha=0.0, random_state=0)
+    for _ in range(5):
+        inc.partial_fit(X, y, classes=[0, 1, 2])
+    assert inc.n_iter_ == 1 and inc.t_ == 5 * X.shape[0] and len(inc.loss_curve_) == 5
+    full = _quiet(MLPClassifier((6,), alpha=0.0, random_state=0, max_iter=5).fit, X, y)
+    for a, b in zip(inc.coefs_, full.coefs_):
+        np.testing.assert_allclose(a, b, rtol=1e-12)
+    warm = MLPClassifier((6,), alpha=0.0, random_state=0, max_iter=2, warm_start=True)
+    _quiet(warm.fit, X, y)
+    _quiet(warm.set_params(max_iter=3).fit, X, y)
+    for a, b in zip(warm.coefs_, full.coefs_):
+        np.testing.assert_allclose(a, b, rtol=1e-12)
+    with pytest.raises(ValueError, match="classes not in"):
+        inc.partial_fit(X, np.where(y == 2, 7, y))
+    with pytest.raises(ValueError, match="same classes"):
+        warm.fit(X, np.where(y == 2, 7, y))
+
+
+def test_early_stopping_keeps_the_best_validation_weights():
+    X, y = _problem("binary", n=200)
+    clf = _quiet(MLPClassifier((8,), early_stopping=True, n_iter_no_change=3,
+                               max_iter=300, learning_rate_init=0.5, random_state=0).fit,
+                 X, y)
+    assert clf.best_loss_ is None
+    assert len(clf.validation_scores_) == clf.n_iter_ < 300
+    assert clf.best_validation_score_ == max(clf.validation_scores_)
+    reg = _quiet(MLPRegressor((8,), early_stopping=True, max_iter=50,
+                              random_state=0).fit, *_problem("regression", n=100))
+    assert reg.best_validation_score_ == max(reg.validation_scores_)
+    with pytest.raises(ValueError, match="early_stopping"):
+        MLPClassifier(early_stopping=True).partial_fit(X, y, classes=[0, 1])
+
+
+def test_clear_errors():
+    from sklearn.utils._param_validation import InvalidParameterError
+    X, y = _problem("binary")
+    with pytest.raises(InvalidParameterError, match="'schedule' parameter of MLPClassifier"):
+        MLPClassifier(schedule="adam").fit(X, y)
+    with pytest.raises(InvalidParameterError, match="'update' parameter of MLPRegressor"):
+        MLPRegressor(update="lbfgs").fit(X, y)
+    with pytest.raises(InvalidParameterError, match="'activation'"):
+        MLPClassifier(activation="softplus").fit(X, y)
+    with pytest.raises(ValueError, match="hidden_layer_sizes"):
+        MLPClassifier(hidden_layer_sizes=(3, 0)).fit(X, y)
+    with pytest.raises(ValueError, match="multilabel"):
+        MLPClassifier().fit(X, np.column_stack([y, 1 - y]))
+    with pytest.raises(ValueError, match="at least 2 classes"):
+        MLPClassifier().fit(X, np.zeros(len(y)))
+    with pytest.raises(ValueError, match="shuffle=False"):
+        MLPClassifier(batch_size=10, shuffle=False).fit(X, y)
+    with pytest.raises(TypeError, match="sample_weight"):
+        MLPClassifier().fit(X, y, sample_weight=np.ones(len(y)))
+
+
+def test_minibatches_verbose_and_activation_names(capsys):
+    X, y = _problem("binary")
+    clf = _quiet(MLPClassifier((4,), activation="logistic", batch_size="auto", max_iter=3,
+                               verbose=True, random_state=0).fit, X, y)
+    out = capsys.readouterr().out
+    assert out.count("Iteration") == 3 and "loss =" in out
+    assert clf.n_iter_ == 3
+
+
+def test_grid_search_over_a_pipeline():
+    from sklearn.model_selection import GridSearchCV
+    from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import StandardScaler
+    X, y = _problem("multiclass", n=90)
+    pipe = Pipeline([("scale", StandardScaler()),
+                     ("net", MLPClassifier((8,), max_iter=30, random_state=0))])
+    grid = {"net__schedule": ["pwo", "gd"], "net__learning_rate_init": [0.05, 0.2]}
+    search = _quiet(GridSearchCV(pipe, grid, cv=3, n_jobs=2).fit, X, y)
+    assert set(search.best_params_) == set(grid)
+    pred = search.best_estimator_.predict(X)
+    assert pred.shape == y.shape and np.mean(pred == y) > 0.6
