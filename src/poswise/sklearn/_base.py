@@ -1,60 +1,26 @@
-"""scikit-learn estimators over poswise's networks and trainers.
-
-``MLPClassifier`` and ``MLPRegressor`` are drop-in replacements for scikit-learn's classes of
-the same names where a parameter or attribute means the same thing, plus poswise's own
-``schedule`` (PWO, GD, ...) and ``update`` (the update rule). They are thin: hyper-parameters
-are validated by scikit-learn's parameter-constraint machinery, arrays are checked by
-scikit-learn's ``validate_data`` (its error messages, ``n_features_in_``,
-``feature_names_in_``) and converted by poswise's layout module inside the trainers, and the
-work is done by a poswise trainer on a :class:`poswise.MLP`. scikit-learn is an optional
-dependency (``pip install "poswise[sklearn]"``); ``import poswise`` does not import it.
-
-Differences from scikit-learn, by design (docs/sklearn.md):
-
-* ``batch_size=None`` (the default) is full-batch training: one epoch is one full-batch
-  step (GD) or one position-wise sweep (PWO). ``"auto"`` means ``min(200, n_samples)`` as
-  in scikit-learn.
-* ``loss_curve_[i]`` is the loss after epoch ``i + 1`` on the training data (scikit-learn
-  records the mean of the mini-batch losses seen during the epoch, i.e. before its steps).
-* ``alpha`` becomes the update rule's ``weight_decay = alpha / batch``, ``batch`` being the
-  number of samples per step: the gradient of scikit-learn's penalty
-  ``alpha / (2 n) ||W||^2`` exactly, except that poswise's rules decay the biases too
-  (scikit-learn leaves them alone). ``loss_`` adds the penalty as scikit-learn does.
-* ``coefs_[l]`` is a transposed view ``(n_in, n_out)`` of the network's ``weights[l]``
-  (Fortran-ordered), so training and the attributes never disagree.
-* Weights start Glorot-uniform (scikit-learn's initialisation for all activations but
-  logistic) drawn by poswise from ``random_state``: equal seeds do not give scikit-learn's
-  weights.
-* No ``sample_weight`` (poswise's losses are plain means over samples), no multilabel
-  targets (poswise has no per-label sigmoid loss yet), no ``learning_rate`` schedules and no
-  ``shuffle=False`` with mini-batches: each raises a clear error.
-"""
+"""What poswise's scikit-learn estimators share: parameters, training, attributes."""
 import inspect
 import warnings
 from numbers import Integral, Real
 
 import numpy as np
-from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin, _fit_context
+from sklearn.base import BaseEstimator
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.model_selection import train_test_split
 from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import Interval, Options, StrOptions
-from sklearn.utils.multiclass import (_check_partial_fit_first_call, type_of_target,
-                                      unique_labels)
-from sklearn.utils.validation import check_is_fitted, column_or_1d
+from sklearn.utils.validation import check_is_fitted
 
-from . import trainers as _trainers
-from ._layout import check_widths
-from .network import ACTIVATIONS, MLP
-from .updates import UPDATE_RULES, UpdateRule, get_update
+from .. import trainers as _trainers
+from .._layout import check_widths
+from ..network import ACTIVATIONS, MLP
+from ..updates import UPDATE_RULES, UpdateRule, get_update
 
 try:  # scikit-learn >= 1.6
     from sklearn.utils.validation import validate_data as _validate_data
 except ImportError:  # pragma: no cover - scikit-learn 1.3 to 1.5
     def _validate_data(est, *args, **kwargs):
         return est._validate_data(*args, **kwargs)
-
-__all__ = ["MLPClassifier", "MLPRegressor", "ACTIVATION_NAMES", "SCHEDULES"]
 
 #: scikit-learn's activation names and poswise's own, each with poswise's name.
 ACTIVATION_NAMES = {**{a: a for a in ACTIVATIONS}, "logistic": "sigmoid"}
@@ -328,195 +294,3 @@ class _BaseMLP(BaseEstimator):
 
     def _more_tags(self):  # scikit-learn < 1.6
         return {"multilabel": False, "multioutput": not self._is_clf}
-
-
-class MLPClassifier(ClassifierMixin, _BaseMLP):
-    """A multi-layer perceptron classifier trained by poswise.
-
-    Two classes train one sigmoid output with binary cross-entropy (``loss="bce"``), more
-    classes a softmax output with cross-entropy, as scikit-learn's ``MLPClassifier``.
-
-    Parameters
-    ----------
-    hidden_layer_sizes : int or tuple of int, default (100,)
-        Widths of the hidden layers.
-    activation : {"relu", "tanh", "logistic", "identity", "sigmoid", "leaky_relu"}
-        Hidden-layer activation; ``"logistic"`` (scikit-learn's name) is ``"sigmoid"``.
-    schedule : {"pwo", "gd", ...}, default "pwo"
-        The trainer: a key of ``poswise.trainers.SCHEDULES`` (position-wise optimizer,
-        gradient descent, ...).
-    update : str or poswise.UpdateRule, default "sgd"
-        The update rule: a name of ``poswise.updates.UPDATE_RULES`` or a rule object.
-    alpha : float >= 0, default 1e-4
-        L2 penalty ``alpha / (2 n) ||W||^2``, applied as the rule's ``weight_decay`` of
-        ``alpha / n`` (``n`` samples per step; biases are decayed too, unlike in
-        scikit-learn). With ``update="adamw"`` it adds to AdamW's decoupled decay.
-    batch_size : int, "auto" or None, default None
-        Samples per step. ``None`` is full batch (scikit-learn's default is ``"auto"``,
-        ``min(200, n_samples)``, which is accepted).
-    learning_rate_init : float > 0, default 0.1
-        The (constant) learning rate. The default suits full-batch SGD; scikit-learn's
-        0.001 suits mini-batch Adam.
-    max_iter : int >= 1, default 200
-        Maximum number of epochs.
-    shuffle : bool, default True
-        Shuffle the mini-batches every epoch (``False`` needs ``batch_size=None``).
-    random_state : None, int or RandomState
-        Initial weights, mini-batch shuffling and the early-stopping split.
-    tol, n_iter_no_change : float, int
-        Stop when the loss (or, with early stopping, the validation score) has not improved
-        by at least ``tol`` for more than ``n_iter_no_change`` consecutive epochs.
-    verbose : bool
-        Print the loss of every epoch.
-    warm_start : bool
-        ``fit`` continues from the fitted network (and, with sessions, the rule's state).
-    early_stopping : bool, default False
-        Hold out ``validation_fraction`` of the data (stratified), stop on the validation
-        accuracy and keep the best weights.
-    validation_fraction : float in (0, 1), default 0.1
-    target_loss : float, optional
-        Stop as soon as the training loss (poswise's, without the penalty) is below it.
-    dtype : float32 or float64, default float64
-        The network's dtype.
-    first_layer : {"auto", "primal", "dual", "direct"}, default "auto"
-        How the trainer computes the first layer (see ``poswise.GradientDescent``).
-    threads : int, optional
-        Thread limit during training.
-
-    Attributes
-    ----------
-    classes_, coefs_, intercepts_, loss_, best_loss_, loss_curve_, validation_scores_,
-    best_validation_score_, n_iter_, n_layers_, n_outputs_, out_activation_,
-    n_features_in_, feature_names_in_, t_
-        As in scikit-learn; ``coefs_[l]`` is a view ``(n_in, n_out)`` of the network's
-        weights.
-    """
-
-    _is_clf = True
-
-    def _targets(self, y, first_pass, incremental):
-        """Encoded labels, the poswise loss and the number of outputs."""
-        if y.ndim == 2 and y.shape[1] == 1:
-            y = column_or_1d(y, warn=True)
-        kind = type_of_target(y, input_name="y")
-        if kind.startswith("multilabel") or (y.ndim == 2 and kind != "unknown"):
-            raise ValueError("poswise's MLPClassifier does not support multilabel targets "
-                             "yet (poswise has no per-label sigmoid loss); pass 1-D class "
-                             "labels.")
-        if kind not in ("binary", "multiclass"):
-            raise ValueError(f"Unknown label type: {kind!r}. MLPClassifier needs class "
-                             f"labels (binary or multiclass).")
-        labels = unique_labels(y)
-        if first_pass and not incremental:
-            self.classes_ = labels
-        elif self.warm_start and not incremental:
-            if set(labels) != set(self.classes_):
-                raise ValueError(f"warm_start can only be used where `y` has the same "
-                                 f"classes as in the previous call to fit. Previously got "
-                                 f"{self.classes_}, `y` has {labels}")
-        elif np.setdiff1d(labels, self.classes_).size:
-            raise ValueError(f"`y` has classes not in `self.classes_`. `self.classes_` "
-                             f"has {self.classes_}. 'y' has {labels}.")
-        n_classes = len(self.classes_)
-        if n_classes < 2:
-            raise ValueError(f"MLPClassifier needs samples of at least 2 classes; got 1 "
-                             f"class ({self.classes_[0]!r}).")
-        codes = np.searchsorted(self.classes_, y)
-        if n_classes == 2:
-            return codes.astype(np.float64), "bce", 1
-        return codes, "cross_entropy", n_classes
-
-    @property
-    def _head(self):
-        return "sigmoid" if len(self.classes_) == 2 else "softmax"
-
-    _loss_scale = 1.0
-
-    def _score_net(self, net, X, y):
-        z = net.decision_function(X)
-        pred = (z[:, 0] > 0).astype(np.int64) if z.shape[1] == 1 else np.argmax(z, axis=1)
-        return float(np.mean(pred == np.asarray(y).astype(np.int64)))
-
-    @_fit_context(prefer_skip_nested_validation=True)
-    def fit(self, X, y):
-        """Train on ``X`` (n_samples, n_features) and class labels ``y``; return self."""
-        return self._fit(X, y, incremental=False)
-
-    @_fit_context(prefer_skip_nested_validation=True)
-    def partial_fit(self, X, y, classes=None):
-        """One epoch on ``(X, y)``; ``classes`` (all the labels) on the first call."""
-        if _check_partial_fit_first_call(self, classes):
-            for attr in ("coefs_", "_net", "_session"):
-                self.__dict__.pop(attr, None)
-        return self._fit(X, y, incremental=True)
-
-    def predict_proba(self, X):
-        """Class probabilities, shape (n_samples, n_classes)."""
-        z = self._forward(X)
-        if z.shape[1] == 1:
-            from ._numpy_backend import sigmoid
-            p = sigmoid(z[:, 0])
-            return np.column_stack([1 - p, p])
-        e = np.exp(z - z.max(axis=1, keepdims=True))
-        return e / e.sum(axis=1, keepdims=True)
-
-    def predict_log_proba(self, X):
-        """Logarithm of :meth:`predict_proba`."""
-        return np.log(self.predict_proba(X))
-
-    def predict(self, X):
-        """The most probable class of each sample."""
-        z = self._forward(X)
-        idx = (z[:, 0] > 0).astype(np.intp) if z.shape[1] == 1 else np.argmax(z, axis=1)
-        return self.classes_[idx]
-
-    def __sklearn_tags__(self):
-        tags = super().__sklearn_tags__()
-        tags.classifier_tags.multi_label = False
-        return tags
-
-
-class MLPRegressor(RegressorMixin, _BaseMLP):
-    """A multi-layer perceptron regressor trained by poswise (identity output, squared
-    error; several outputs for a 2-D ``y``).
-
-    Parameters and attributes are those of :class:`MLPClassifier` (early stopping scores
-    the validation data with R^2). ``loss_`` is scikit-learn's ``0.5 * mean((y - f)^2)``
-    over samples and outputs; the gradient is that of poswise's ``mse`` (summed over the
-    outputs, scikit-learn's too).
-    """
-
-    _is_clf = False
-
-    def _targets(self, y, first_pass, incremental):
-        y = np.asarray(y)
-        K = 1 if y.ndim == 1 else y.shape[1]
-        self._loss_scale = float(K)
-        return y.reshape(y.shape[0], K), "mse", K
-
-    _head = "identity"
-
-    def _score_net(self, net, X, y):
-        from sklearn.metrics import r2_score
-        return float(r2_score(y, net.decision_function(X)))
-
-    @_fit_context(prefer_skip_nested_validation=True)
-    def fit(self, X, y):
-        """Train on ``X`` (n_samples, n_features) and targets ``y``; return self."""
-        return self._fit(X, y, incremental=False)
-
-    @_fit_context(prefer_skip_nested_validation=True)
-    def partial_fit(self, X, y):
-        """One epoch on ``(X, y)``, continuing from the fitted network."""
-        return self._fit(X, y, incremental=True)
-
-    def predict(self, X):
-        """Predicted targets: (n_samples,) for one output, else (n_samples, n_outputs)."""
-        z = self._forward(X)
-        return z[:, 0] if z.shape[1] == 1 else z
-
-    def __sklearn_tags__(self):
-        tags = super().__sklearn_tags__()
-        tags.target_tags.multi_output = True
-        tags.target_tags.single_output = True
-        return tags

@@ -1,0 +1,206 @@
+"""MLPClassifier and MLPRegressor: see the package docstring for how they differ from
+scikit-learn's classes of the same names."""
+import numpy as np
+from sklearn.base import ClassifierMixin, RegressorMixin, _fit_context
+from sklearn.utils.multiclass import (_check_partial_fit_first_call, type_of_target,
+                                      unique_labels)
+from sklearn.utils.validation import column_or_1d
+
+from ._base import _BaseMLP
+
+__all__ = ["MLPClassifier", "MLPRegressor"]
+
+
+class MLPClassifier(ClassifierMixin, _BaseMLP):
+    """A multi-layer perceptron classifier trained by poswise.
+
+    Two classes train one sigmoid output with binary cross-entropy (``loss="bce"``), more
+    classes a softmax output with cross-entropy, as scikit-learn's ``MLPClassifier``.
+
+    Parameters
+    ----------
+    hidden_layer_sizes : int or tuple of int, default (100,)
+        Widths of the hidden layers.
+    activation : {"relu", "tanh", "logistic", "identity", "sigmoid", "leaky_relu"}
+        Hidden-layer activation; ``"logistic"`` (scikit-learn's name) is ``"sigmoid"``.
+    schedule : {"pwo", "gd", ...}, default "pwo"
+        The trainer: a key of ``poswise.trainers.SCHEDULES`` (position-wise optimizer,
+        gradient descent, ...).
+    update : str or poswise.UpdateRule, default "sgd"
+        The update rule: a name of ``poswise.updates.UPDATE_RULES`` or a rule object.
+    alpha : float >= 0, default 1e-4
+        L2 penalty ``alpha / (2 n) ||W||^2``, applied as the rule's ``weight_decay`` of
+        ``alpha / n`` (``n`` samples per step; biases are decayed too, unlike in
+        scikit-learn). With ``update="adamw"`` it adds to AdamW's decoupled decay.
+    batch_size : int, "auto" or None, default None
+        Samples per step. ``None`` is full batch (scikit-learn's default is ``"auto"``,
+        ``min(200, n_samples)``, which is accepted).
+    learning_rate_init : float > 0, default 0.1
+        The (constant) learning rate. The default suits full-batch SGD; scikit-learn's
+        0.001 suits mini-batch Adam.
+    max_iter : int >= 1, default 200
+        Maximum number of epochs.
+    shuffle : bool, default True
+        Shuffle the mini-batches every epoch (``False`` needs ``batch_size=None``).
+    random_state : None, int or RandomState
+        Initial weights, mini-batch shuffling and the early-stopping split.
+    tol, n_iter_no_change : float, int
+        Stop when the loss (or, with early stopping, the validation score) has not improved
+        by at least ``tol`` for more than ``n_iter_no_change`` consecutive epochs.
+    verbose : bool
+        Print the loss of every epoch.
+    warm_start : bool
+        ``fit`` continues from the fitted network (and, with sessions, the rule's state).
+    early_stopping : bool, default False
+        Hold out ``validation_fraction`` of the data (stratified), stop on the validation
+        accuracy and keep the best weights.
+    validation_fraction : float in (0, 1), default 0.1
+    target_loss : float, optional
+        Stop as soon as the training loss (poswise's, without the penalty) is below it.
+    dtype : float32 or float64, default float64
+        The network's dtype.
+    first_layer : {"auto", "primal", "dual", "direct"}, default "auto"
+        How the trainer computes the first layer (see ``poswise.GradientDescent``).
+    threads : int, optional
+        Thread limit during training.
+
+    Attributes
+    ----------
+    classes_, coefs_, intercepts_, loss_, best_loss_, loss_curve_, validation_scores_,
+    best_validation_score_, n_iter_, n_layers_, n_outputs_, out_activation_,
+    n_features_in_, feature_names_in_, t_
+        As in scikit-learn; ``coefs_[l]`` is a view ``(n_in, n_out)`` of the network's
+        weights.
+    """
+
+    _is_clf = True
+
+    def _targets(self, y, first_pass, incremental):
+        """Encoded labels, the poswise loss and the number of outputs."""
+        if y.ndim == 2 and y.shape[1] == 1:
+            y = column_or_1d(y, warn=True)
+        kind = type_of_target(y, input_name="y")
+        if kind.startswith("multilabel"):
+            raise ValueError("poswise's MLPClassifier does not support multilabel targets "
+                             "yet (poswise has no per-label sigmoid loss); pass 1-D class "
+                             "labels.")
+        if kind.endswith("multioutput"):
+            raise ValueError(f"MLPClassifier needs 1-D class labels; got {kind} targets of "
+                             f"shape {y.shape}.")
+        if kind not in ("binary", "multiclass"):
+            raise ValueError(f"Unknown label type: {kind!r}. MLPClassifier needs class "
+                             f"labels (binary or multiclass).")
+        labels = unique_labels(y)
+        if first_pass and not incremental:
+            self.classes_ = labels
+        elif self.warm_start and not incremental:
+            if set(labels) != set(self.classes_):
+                raise ValueError(f"warm_start can only be used where `y` has the same "
+                                 f"classes as in the previous call to fit. Previously got "
+                                 f"{self.classes_}, `y` has {labels}")
+        elif np.setdiff1d(labels, self.classes_).size:
+            raise ValueError(f"`y` has classes not in `self.classes_`. `self.classes_` "
+                             f"has {self.classes_}. 'y' has {labels}.")
+        n_classes = len(self.classes_)
+        if n_classes < 2:
+            raise ValueError(f"MLPClassifier needs samples of at least 2 classes; got 1 "
+                             f"class ({self.classes_[0]!r}).")
+        codes = np.searchsorted(self.classes_, y)
+        if n_classes == 2:
+            return codes.astype(np.float64), "bce", 1
+        return codes, "cross_entropy", n_classes
+
+    @property
+    def _head(self):
+        return "sigmoid" if len(self.classes_) == 2 else "softmax"
+
+    _loss_scale = 1.0
+
+    def _score_net(self, net, X, y):
+        z = net.decision_function(X)
+        pred = (z[:, 0] > 0).astype(np.int64) if z.shape[1] == 1 else np.argmax(z, axis=1)
+        return float(np.mean(pred == np.asarray(y).astype(np.int64)))
+
+    @_fit_context(prefer_skip_nested_validation=True)
+    def fit(self, X, y):
+        """Train on ``X`` (n_samples, n_features) and class labels ``y``; return self."""
+        return self._fit(X, y, incremental=False)
+
+    @_fit_context(prefer_skip_nested_validation=True)
+    def partial_fit(self, X, y, classes=None):
+        """One epoch on ``(X, y)``; ``classes`` (all the labels) on the first call."""
+        if _check_partial_fit_first_call(self, classes):
+            for attr in ("coefs_", "_net", "_session"):
+                self.__dict__.pop(attr, None)
+        return self._fit(X, y, incremental=True)
+
+    def predict_proba(self, X):
+        """Class probabilities, shape (n_samples, n_classes)."""
+        z = self._forward(X)
+        if z.shape[1] == 1:
+            from .._numpy_backend import sigmoid
+            p = sigmoid(z[:, 0])
+            return np.column_stack([1 - p, p])
+        e = np.exp(z - z.max(axis=1, keepdims=True))
+        return e / e.sum(axis=1, keepdims=True)
+
+    def predict_log_proba(self, X):
+        """Logarithm of :meth:`predict_proba`."""
+        return np.log(self.predict_proba(X))
+
+    def predict(self, X):
+        """The most probable class of each sample."""
+        z = self._forward(X)
+        idx = (z[:, 0] > 0).astype(np.intp) if z.shape[1] == 1 else np.argmax(z, axis=1)
+        return self.classes_[idx]
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.classifier_tags.multi_label = False
+        return tags
+
+
+class MLPRegressor(RegressorMixin, _BaseMLP):
+    """A multi-layer perceptron regressor trained by poswise (identity output, squared
+    error; several outputs for a 2-D ``y``).
+
+    Parameters and attributes are those of :class:`MLPClassifier` (early stopping scores
+    the validation data with R^2). ``loss_`` is scikit-learn's ``0.5 * mean((y - f)^2)``
+    over samples and outputs; the gradient is that of poswise's ``mse`` (summed over the
+    outputs, scikit-learn's too).
+    """
+
+    _is_clf = False
+
+    def _targets(self, y, first_pass, incremental):
+        y = np.asarray(y)
+        K = 1 if y.ndim == 1 else y.shape[1]
+        self._loss_scale = float(K)
+        return y.reshape(y.shape[0], K), "mse", K
+
+    _head = "identity"
+
+    def _score_net(self, net, X, y):
+        from sklearn.metrics import r2_score
+        return float(r2_score(y, net.decision_function(X)))
+
+    @_fit_context(prefer_skip_nested_validation=True)
+    def fit(self, X, y):
+        """Train on ``X`` (n_samples, n_features) and targets ``y``; return self."""
+        return self._fit(X, y, incremental=False)
+
+    @_fit_context(prefer_skip_nested_validation=True)
+    def partial_fit(self, X, y):
+        """One epoch on ``(X, y)``, continuing from the fitted network."""
+        return self._fit(X, y, incremental=True)
+
+    def predict(self, X):
+        """Predicted targets: (n_samples,) for one output, else (n_samples, n_outputs)."""
+        z = self._forward(X)
+        return z[:, 0] if z.shape[1] == 1 else z
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.target_tags.multi_output = True
+        tags.target_tags.single_output = True
+        return tags
