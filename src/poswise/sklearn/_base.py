@@ -1,5 +1,4 @@
 """What poswise's scikit-learn estimators share: parameters, training, attributes."""
-import inspect
 import warnings
 from numbers import Integral, Real
 
@@ -14,7 +13,7 @@ from sklearn.utils.validation import check_is_fitted
 from .. import trainers as _trainers
 from .._layout import check_widths
 from ..network import ACTIVATIONS, MLP
-from ..updates import UPDATE_RULES, UpdateRule, get_update
+from ..updates import UPDATE_RULES, UpdateRule, from_hyper, get_update
 
 try:  # scikit-learn >= 1.6
     from sklearn.utils.validation import validate_data as _validate_data
@@ -25,18 +24,11 @@ except ImportError:  # pragma: no cover - scikit-learn 1.3 to 1.5
 #: scikit-learn's activation names and poswise's own, each with poswise's name.
 ACTIVATION_NAMES = {**{a: a for a in ACTIVATIONS}, "logistic": "sigmoid"}
 
-#: Schedule name -> trainer class (the trainers' own registry once it exists).
-SCHEDULES = getattr(_trainers, "SCHEDULES", None) or {
-    "pwo": _trainers.PositionWise, "gd": _trainers.GradientDescent}
+#: Schedule name -> trainer class (the trainers' registry).
+SCHEDULES = _trainers.SCHEDULES
 
 # scikit-learn's batch_size="auto"
 AUTO_BATCH = 200
-
-
-def _takes(cls, name):
-    """Whether the trainer class takes keyword ``name`` (the update rules land in the
-    trainers during this work; until then only plain SGD runs)."""
-    return name in inspect.signature(cls).parameters
 
 
 class _BaseMLP(BaseEstimator):
@@ -119,7 +111,7 @@ class _BaseMLP(BaseEstimator):
                                   activation=net.activation, output=net.output)
         if store:
             self._attach(net)
-            self.__dict__.pop("_session", None)
+            self.__dict__.pop("_run", None)
         return net
 
     def _attach(self, net):
@@ -131,7 +123,7 @@ class _BaseMLP(BaseEstimator):
         # the network and the training session are rebuilt from coefs_/intercepts_
         state = dict(super().__getstate__())
         state.pop("_net", None)
-        state.pop("_session", None)
+        state.pop("_run", None)
         return state
 
     def __setstate__(self, state):
@@ -146,29 +138,37 @@ class _BaseMLP(BaseEstimator):
         return self._network(store=False).decision_function(X)
 
     # ------------------------------------------------------------------ training
-    def _trainer(self, loss, n_batch, seed):
-        """The trainer for this fit and its settings key (a session is reused only while
-        the key is unchanged)."""
-        cls = SCHEDULES[self.schedule]
-        decay = self.alpha / n_batch
-        kwargs = dict(loss=loss, batch_size=None if n_batch is None else n_batch,
-                      first_layer=self.first_layer, threads=self.threads, rng=seed)
-        if _takes(cls, "update"):
-            rule = get_update(self.update, type(self).__name__)
-            if decay:
-                hyper = rule.hyper()
-                hyper["weight_decay"] = hyper.get("weight_decay", 0.0) + decay
-                if "betas" in hyper:
-                    hyper["betas"] = tuple(hyper["betas"])
-                rule = type(rule)(**hyper)
-            kwargs["update"] = rule
-        elif not (self.update == "sgd" or (isinstance(self.update, UpdateRule)
-                                          and self.update.is_plain_sgd)):
-            raise ValueError(f"update={self.update!r} needs poswise's update rules in the "
-                             f"trainers; this build trains with plain SGD only.")
-        key = (cls, float(self.learning_rate_init),
-               repr(sorted((k, v) for k, v in kwargs.items() if k != "rng")))
-        return cls(float(self.learning_rate_init), **kwargs), key
+    def _rule(self, n_batch):
+        """The update rule with ``alpha`` as weight decay (``alpha / n_batch``: the
+        gradient of scikit-learn's penalty ``alpha / (2 n) ||W||^2``)."""
+        rule = get_update(self.update, type(self).__name__)
+        if not self.alpha:
+            return rule
+        hyper = rule.hyper()
+        hyper["weight_decay"] += self.alpha / n_batch
+        return from_hyper(rule.family, hyper)
+
+    def _session(self, net, loss, n_batch, N, rs):
+        """The training session of this call: the previous one (the update rule's state
+        goes on) while the schedule, learning rate, loss and rule family are unchanged,
+        else a new one. Batch size and weight decay may change from call to call
+        (partial_fit on batches of other sizes)."""
+        rule = self._rule(n_batch or N)
+        hyper = dict(rule.hyper(), weight_decay=None)
+        key = (self.schedule, float(self.learning_rate_init), loss, rule.family,
+               sorted(hyper.items()), self.first_layer, self.threads)
+        prev = self.__dict__.get("_run")
+        if prev is not None and prev[0] == key and prev[1].net is net:
+            sess = prev[1]
+            sess.trainer.update, sess.trainer.batch_size = rule, n_batch
+            return sess
+        trainer = SCHEDULES[self.schedule](
+            float(self.learning_rate_init), loss=loss, batch_size=n_batch, update=rule,
+            first_layer=self.first_layer, threads=self.threads,
+            rng=np.random.default_rng(rs.randint(np.iinfo(np.int32).max)))
+        sess = trainer.session(net)
+        self._run = (key, sess)
+        return sess
 
     def _fit(self, X, y, incremental):
         first_pass = (not hasattr(self, "coefs_")
@@ -188,7 +188,7 @@ class _BaseMLP(BaseEstimator):
             net.output = self._head
             self._activation = self.activation
             self._attach(net)
-            self.__dict__.pop("_session", None)
+            self.__dict__.pop("_run", None)
             self.n_iter_ = self.t_ = 0
             self.n_layers_, self.n_outputs_ = len(sizes), K
             self.out_activation_ = {"sigmoid": "logistic"}.get(self._head, self._head)
@@ -209,7 +209,8 @@ class _BaseMLP(BaseEstimator):
             raise ValueError("partial_fit does not support early_stopping=True")
         Xv = yv = None
         if self.early_stopping:
-            stratify = y if self._is_clf else None
+            # scikit-learn stratifies single-output (binary) classification only
+            stratify = y if self._is_clf and self.n_outputs_ == 1 else None
             X, Xv, y, yv = train_test_split(X, y, random_state=rs, stratify=stratify,
                                             test_size=self.validation_fraction)
             if Xv.shape[0] < 2:
@@ -219,17 +220,12 @@ class _BaseMLP(BaseEstimator):
         n_batch = None
         if self.batch_size is not None:
             n_batch = min(AUTO_BATCH if self.batch_size == "auto" else self.batch_size, N)
-        if n_batch is not None and n_batch < N and not self.shuffle:
+            n_batch = None if n_batch == N else n_batch
+        if n_batch is not None and not self.shuffle:
             raise ValueError("shuffle=False with mini-batches is not supported: poswise's "
                              "trainers shuffle every epoch. Use shuffle=True or "
                              "batch_size=None (full batch).")
-        trainer, key = self._trainer(loss, n_batch or N, rs.randint(np.iinfo(np.int32).max))
-        sess = self.__dict__.get("_session")
-        if sess is None or sess[0] != key:
-            run = trainer.session(net) if hasattr(trainer, "session") else None
-            sess = self._session = (key, run)
-        fit = sess[1].fit if sess[1] is not None else \
-            (lambda *a, **k: trainer.fit(net, *a, **k))
+        fit = self._session(net, loss, n_batch, N, rs).fit
         best = None
         self.n_iter_ = 0
         stopped = False
@@ -293,4 +289,4 @@ class _BaseMLP(BaseEstimator):
         return tags
 
     def _more_tags(self):  # scikit-learn < 1.6
-        return {"multilabel": False, "multioutput": not self._is_clf}
+        return {"multilabel": self._is_clf, "multioutput": not self._is_clf}

@@ -80,19 +80,20 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
         if y.ndim == 2 and y.shape[1] == 1:
             y = column_or_1d(y, warn=True)
         kind = type_of_target(y, input_name="y")
-        if kind.startswith("multilabel"):
-            raise ValueError("poswise's MLPClassifier does not support multilabel targets "
-                             "yet (poswise has no per-label sigmoid loss); pass 1-D class "
-                             "labels.")
-        if kind.endswith("multioutput"):
-            raise ValueError(f"MLPClassifier needs 1-D class labels; got {kind} targets of "
-                             f"shape {y.shape}.")
-        if kind not in ("binary", "multiclass"):
+        multilabel = kind == "multilabel-indicator"
+        if kind not in ("binary", "multiclass") and not multilabel:
             raise ValueError(f"Unknown label type: {kind!r}. MLPClassifier needs class "
-                             f"labels (binary or multiclass).")
+                             f"labels (binary or multiclass, 1-D) or a multilabel "
+                             f"indicator matrix of 0/1.")
         labels = unique_labels(y)
-        if first_pass and not incremental:
-            self.classes_ = labels
+        if first_pass:
+            if not incremental or multilabel:    # partial_fit's `classes` set classes_
+                self.classes_ = labels
+            self._multilabel = multilabel
+        elif multilabel != self._multilabel:
+            raise ValueError(f"y is {'' if multilabel else 'not '}a multilabel indicator "
+                             f"matrix but the fitted network was trained on "
+                             f"{'multilabel' if self._multilabel else 'class'} targets.")
         elif self.warm_start and not incremental:
             if set(labels) != set(self.classes_):
                 raise ValueError(f"warm_start can only be used where `y` has the same "
@@ -102,6 +103,8 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
             raise ValueError(f"`y` has classes not in `self.classes_`. `self.classes_` "
                              f"has {self.classes_}. 'y' has {labels}.")
         n_classes = len(self.classes_)
+        if multilabel:      # one sigmoid output per label, binary cross-entropy summed
+            return np.asarray(y, dtype=np.float64), "bce", n_classes
         if n_classes < 2:
             raise ValueError(f"MLPClassifier needs samples of at least 2 classes; got 1 "
                              f"class ({self.classes_[0]!r}).")
@@ -112,14 +115,20 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
 
     @property
     def _head(self):
-        return "sigmoid" if len(self.classes_) == 2 else "softmax"
+        return "sigmoid" if self._multilabel or len(self.classes_) == 2 else "softmax"
 
     _loss_scale = 1.0
 
+    def _labels(self, z):
+        """Label codes from last-layer values: 0/1 columns (multilabel, binary) or argmax."""
+        if self._multilabel:
+            return (z > 0).astype(np.int64)
+        return (z[:, 0] > 0).astype(np.intp) if z.shape[1] == 1 else np.argmax(z, axis=1)
+
     def _score_net(self, net, X, y):
-        z = net.decision_function(X)
-        pred = (z[:, 0] > 0).astype(np.int64) if z.shape[1] == 1 else np.argmax(z, axis=1)
-        return float(np.mean(pred == np.asarray(y).astype(np.int64)))
+        """Accuracy (subset accuracy for multilabel targets), as ``score``."""
+        right = self._labels(net.decision_function(X)) == np.asarray(y).astype(np.int64)
+        return float(np.mean(right.all(axis=1) if right.ndim == 2 else right))
 
     @_fit_context(prefer_skip_nested_validation=True)
     def fit(self, X, y):
@@ -130,13 +139,17 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
     def partial_fit(self, X, y, classes=None):
         """One epoch on ``(X, y)``; ``classes`` (all the labels) on the first call."""
         if _check_partial_fit_first_call(self, classes):
-            for attr in ("coefs_", "_net", "_session"):
+            for attr in ("coefs_", "_net", "_run"):
                 self.__dict__.pop(attr, None)
         return self._fit(X, y, incremental=True)
 
     def predict_proba(self, X):
-        """Class probabilities, shape (n_samples, n_classes)."""
+        """Class probabilities, shape (n_samples, n_classes); for multilabel targets, the
+        probability of each label."""
         z = self._forward(X)
+        if self._multilabel:
+            from .._numpy_backend import sigmoid
+            return sigmoid(z)
         if z.shape[1] == 1:
             from .._numpy_backend import sigmoid
             p = sigmoid(z[:, 0])
@@ -149,14 +162,14 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
         return np.log(self.predict_proba(X))
 
     def predict(self, X):
-        """The most probable class of each sample."""
-        z = self._forward(X)
-        idx = (z[:, 0] > 0).astype(np.intp) if z.shape[1] == 1 else np.argmax(z, axis=1)
-        return self.classes_[idx]
+        """The most probable class of each sample (an indicator matrix for multilabel
+        targets)."""
+        codes = self._labels(self._forward(X))
+        return codes if self._multilabel else self.classes_[codes]
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
-        tags.classifier_tags.multi_label = False
+        tags.classifier_tags.multi_label = True
         return tags
 
 
