@@ -19,7 +19,8 @@ print("epochs:", net.n_iter_, " final loss:", round(net.loss_, 4),
 # A grid search over the schedule and the learning rate, two jobs in parallel
 X, y = load_digits(return_X_y=True)
 pipe = Pipeline([("scale", StandardScaler()),
-                 ("net", MLPClassifier((64,), max_iter=300, random_state=0))])
+                 ("net", MLPClassifier((64,), max_iter=300, random_state=0,
+                                       threads=1))])   # one thread per job
 grid = GridSearchCV(pipe, {"net__schedule": ["pwo", "gd"],
                            "net__learning_rate_init": [0.03, 0.1, 0.3]},
                     cv=5, n_jobs=2)

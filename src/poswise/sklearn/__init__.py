@@ -20,14 +20,20 @@ Differences from scikit-learn, by design (docs/sklearn.md):
   number of samples per step: the gradient of scikit-learn's penalty
   ``alpha / (2 n) ||W||^2`` exactly, except that poswise's rules decay the biases too
   (scikit-learn leaves them alone). ``loss_`` adds the penalty as scikit-learn does.
+* Adam is ``torch.optim``'s: epsilon is added after the bias correction (scikit-learn adds
+  it before), and each layer counts its own steps (the same count under GD; under PWO
+  deeper layers step more often).
 * ``coefs_[l]`` is a transposed view ``(n_in, n_out)`` of the network's ``weights[l]``
   (Fortran-ordered), so training and the attributes never disagree.
+* ``partial_fit`` and a warm-started ``fit`` keep the network and the training session (the
+  update rule's state) while the training parameters stay the same; scikit-learn restarts
+  its optimizer on every warm-started ``fit``.
 * Weights start Glorot-uniform (scikit-learn's initialisation for all activations but
   logistic) drawn by poswise from ``random_state``: equal seeds do not give scikit-learn's
   weights.
-* No ``sample_weight`` (poswise's losses are plain means over samples), no multilabel
-  targets (poswise has no per-label sigmoid loss yet), no ``learning_rate`` schedules and no
-  ``shuffle=False`` with mini-batches: each raises a clear error.
+* No ``sample_weight`` (poswise's losses are plain means over samples), no ``learning_rate``
+  schedules and no ``shuffle=False`` with mini-batches (the trainers shuffle every epoch):
+  a clear error each.
 """
 from ._base import ACTIVATION_NAMES, SCHEDULES
 from ._estimators import MLPClassifier, MLPRegressor

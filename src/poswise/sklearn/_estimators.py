@@ -15,7 +15,8 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
     """A multi-layer perceptron classifier trained by poswise.
 
     Two classes train one sigmoid output with binary cross-entropy (``loss="bce"``), more
-    classes a softmax output with cross-entropy, as scikit-learn's ``MLPClassifier``.
+    classes a softmax output with cross-entropy, a multilabel indicator matrix one sigmoid
+    output per label (``bce`` summed over the labels), as scikit-learn's ``MLPClassifier``.
 
     Parameters
     ----------
@@ -23,9 +24,9 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
         Widths of the hidden layers.
     activation : {"relu", "tanh", "logistic", "identity", "sigmoid", "leaky_relu"}
         Hidden-layer activation; ``"logistic"`` (scikit-learn's name) is ``"sigmoid"``.
-    schedule : {"pwo", "gd", ...}, default "pwo"
+    schedule : {"pwo", "gd", "layerwise"}, default "pwo"
         The trainer: a key of ``poswise.trainers.SCHEDULES`` (position-wise optimizer,
-        gradient descent, ...).
+        gradient descent, layer-wise gradient descent).
     update : str or poswise.UpdateRule, default "sgd"
         The update rule: a name of ``poswise.updates.UPDATE_RULES`` or a rule object.
     alpha : float >= 0, default 1e-4
@@ -50,10 +51,11 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
     verbose : bool
         Print the loss of every epoch.
     warm_start : bool
-        ``fit`` continues from the fitted network (and, with sessions, the rule's state).
+        ``fit`` continues from the fitted network and, while the training parameters are
+        unchanged, the update rule's state (``partial_fit`` always continues).
     early_stopping : bool, default False
-        Hold out ``validation_fraction`` of the data (stratified), stop on the validation
-        accuracy and keep the best weights.
+        Hold out ``validation_fraction`` of the data (stratified for two classes, as in
+        scikit-learn), stop on the validation accuracy and keep the best weights.
     validation_fraction : float in (0, 1), default 0.1
     target_loss : float, optional
         Stop as soon as the training loss (poswise's, without the penalty) is below it.
