@@ -12,7 +12,7 @@ from sklearn.base import clone  # noqa: E402
 from sklearn.utils.estimator_checks import parametrize_with_checks  # noqa: E402
 
 from poswise import Adam  # noqa: E402
-from poswise.sklearn import MLPClassifier, MLPRegressor  # noqa: E402
+from poswise.sklearn import SCHEDULES, MLPClassifier, MLPRegressor  # noqa: E402
 
 
 @parametrize_with_checks([MLPClassifier(), MLPRegressor()])
@@ -136,24 +136,32 @@ def test_alpha_is_sklearns_l2_gradient(kind):
     assert not np.allclose(ours0.coefs_[0], ours.coefs_[0], rtol=1e-9, atol=0)
 
 
-@pytest.mark.parametrize("schedule", ["pwo", "gd"])
-def test_estimator_runs_the_trainer(schedule):
-    """The estimator's network after k epochs is what the poswise trainer makes of the
-    same initial network in k epochs."""
+@pytest.mark.parametrize("schedule", sorted(SCHEDULES))
+@pytest.mark.parametrize("update", ["sgd", "adam"])
+def test_estimator_runs_the_trainer(schedule, update):
+    """From given weights, the estimator's network after k epochs is what the poswise
+    trainer of its schedule makes of them in k epochs, with alpha / n as weight decay."""
     import poswise
+    from poswise.updates import get_update
     X, y = _problem("multiclass")
-    est = MLPClassifier((6,), schedule=schedule, alpha=0.0, learning_rate_init=0.1,
-                        max_iter=1, random_state=3, warm_start=True,
+    lr, alpha = (0.1, 0.3) if update == "sgd" else (0.01, 0.3)
+    est = MLPClassifier((6,), schedule=schedule, update=update, alpha=alpha,
+                        learning_rate_init=lr, max_iter=1, random_state=3, warm_start=True,
                         n_iter_no_change=10 ** 6)
     _quiet(est.fit, X, y)
-    net = poswise.MLP.from_arrays([c.T for c in est.coefs_], est.intercepts_,
-                                  activation="relu")
-    trainer = {"pwo": poswise.PositionWise, "gd": poswise.GradientDescent}[schedule]
-    hist = trainer(0.1, loss="cross_entropy").fit(net, X, y, epochs=7)
+    start = poswise.MLP([5, 6, 3], rng=11)
+    est.coefs_ = [w.T.copy() for w in start.weights]      # a new start: a new session
+    est.intercepts_ = [b.copy() for b in start.biases]
+    rule = get_update(update, weight_decay=alpha / X.shape[0])
+    hist = SCHEDULES[schedule](lr, loss="cross_entropy", update=rule).fit(
+        start, X, y, epochs=7)
     _quiet(est.set_params(max_iter=7).fit, X, y)
-    for a, b in zip(est.coefs_, net.weights):
-        np.testing.assert_allclose(a, b.T, rtol=1e-10, atol=1e-13)
-    np.testing.assert_allclose(est.loss_curve_[1:], hist.loss[1:], rtol=1e-10)
+    for a, b in zip(est.coefs_ + est.intercepts_, [w.T for w in start.weights]
+                    + list(start.biases)):
+        np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-13)
+    penalty = 0.5 * alpha * sum(np.sum(c ** 2) for c in est.coefs_) / X.shape[0]
+    assert est.loss_ - penalty == pytest.approx(hist.loss[-1], rel=1e-10)
+    assert len(est.loss_curve_) == 8 and est.n_iter_ == 7
 
 
 def test_loss_is_sklearns_definition_with_penalty():
