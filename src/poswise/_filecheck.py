@@ -15,6 +15,14 @@ import numpy as np
 #: A compressed member or stream may expand to at most this many times its stored size
 #: (deflate's own ceiling is ~1032; real arrays and images compress 1-10 times).
 MAX_DECOMPRESSION_RATIO = 256
+#: Expanded sizes up to this many bytes are always allowed (a small array of zeros
+#: compresses far beyond any ratio, harmlessly).
+SMALL_EXPANDED_BYTES = 1 << 20
+
+
+def max_expanded(stored):
+    """The most bytes ``stored`` compressed bytes may declare (see the two constants)."""
+    return max(MAX_DECOMPRESSION_RATIO * int(stored), SMALL_EXPANDED_BYTES)
 
 
 class FileProblem(Exception):
@@ -57,7 +65,7 @@ def check_zip(zf, archive_size):
                 raise FileProblem(f"member {name!r} is stored uncompressed but declares "
                                   f"{info.file_size} bytes in {info.compress_size}")
         elif info.compress_type == zipfile.ZIP_DEFLATED:
-            if info.file_size > MAX_DECOMPRESSION_RATIO * max(info.compress_size, 1):
+            if info.file_size > max_expanded(info.compress_size):
                 raise FileProblem(f"member {name!r} declares {info.file_size} bytes "
                                   f"compressed into {info.compress_size}, more than "
                                   f"{MAX_DECOMPRESSION_RATIO} times; refused as corrupt")

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from .. import _filecheck
-from .._filecheck import MAX_DECOMPRESSION_RATIO  # noqa: F401  (re-exported)
+from .._filecheck import MAX_DECOMPRESSION_RATIO, max_expanded  # noqa: F401
 from .._layout import check_scalar, format_bytes, total_memory
 
 #: The arrays a loader returns may take at most this fraction of the physical memory.

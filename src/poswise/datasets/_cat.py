@@ -4,7 +4,7 @@ import numpy as np
 from .._layout import check_dtype
 from ._base import (DatasetError, check_alloc, check_labels, check_path, make_dataset,
                     pixels_to_float, src)
-from ._h5 import open_h5, read_array
+from ._h5 import check_stored, open_h5, read_array
 from ._home import candidate_dirs, get_data_home, missing_error
 
 CAT_CLASSES = ("non-cat", "cat")
@@ -34,6 +34,7 @@ def _read_h5(fname, x_key, y_key, dtype):
         if int(np.prod(xd.shape[1:], dtype=object)) == 0:
             raise DatasetError(f"{src(fname)}: {x_key!r} has shape {xd.shape}: its images "
                                f"have no pixels (zero features).")
+        check_stored(xd, fname, x_key)          # unwritten chunks first: the precise reason
         check_alloc(int(np.prod(xd.shape, dtype=object)) * np.dtype(dtype).itemsize, fname,
                     f"the float images {x_key!r}")
         x = read_array(f, x_key, fname, "the images")

@@ -22,7 +22,8 @@ import numpy as np
 
 from .._layout import check_dtype
 from ._base import (MAX_DECOMPRESSION_RATIO, DatasetError, check_alloc, check_bool,
-                    check_labels, check_path, make_dataset, pixels_to_float, read_whole,
+                    check_labels, check_path, make_dataset, max_expanded, pixels_to_float,
+                    read_whole,
                     src)
 from . import _download
 from ._home import candidate_dirs, get_data_home, missing_error
@@ -54,8 +55,9 @@ def _no_int_size(kind):
     """``bytes``/``bytearray`` without the ``kind(n)`` form that allocates n bytes."""
     def build(*args):
         if args and not isinstance(args[0], (bytes, bytearray, str, list, tuple)):
-            raise pickle.UnpicklingError(f"refusing {kind.__name__}() of a "
-                                         f"{type(args[0]).__name__}")
+            raise pickle.UnpicklingError(f"refusing {kind.__name__}(<"
+                                         f"{type(args[0]).__name__}>), which would "
+                                         f"allocate a buffer the file does not hold")
         return kind(*args)
     return build
 
@@ -233,7 +235,7 @@ def _safe_extract_cifar(tar_path, target):
             root = tmp.resolve()
             total = sum(m.size for m in members if m.isfile())
             archive = os.path.getsize(tar_path)
-            if total > MAX_DECOMPRESSION_RATIO * archive:
+            if total > max_expanded(archive):
                 raise DatasetError(f"{where}: its members declare {total} bytes, more than "
                                    f"{MAX_DECOMPRESSION_RATIO} times the archive's "
                                    f"{archive}; refused as corrupt.")

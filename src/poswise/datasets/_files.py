@@ -75,7 +75,7 @@ def _read_npz(fname, keys):
                 info = members[key]
                 try:
                     with zf.open(info) as f:
-                        arr = _read_member(fname, f, info, repr(key))
+                        arr = _read_member(fname, f, info, f"array {key!r}")
                 except DatasetError:
                     raise
                 except (zipfile.BadZipFile, OSError, ValueError, EOFError) as exc:
@@ -308,12 +308,12 @@ def load_file(path, *, name=None, dtype=np.float64, y=None, X_test=None, y_test=
 
     if fmt == "npy":
         ypath, xt, yt = _npy_pair_paths(path, extra["y"], extra["X_test"], extra["y_test"])
-        arrays = {"X_train": _read_npy_file(path, "the inputs"),
-                  "y_train": _read_npy_file(ypath, "the labels")}
+        arrays = {"X_train": _read_npy_file(path, "the input array"),
+                  "y_train": _read_npy_file(ypath, "the label array")}
         where = {"X_train": path, "y_train": ypath}
         if xt is not None:
-            arrays["X_test"] = _read_npy_file(xt, "the test inputs")
-            arrays["y_test"] = _read_npy_file(yt, "the test labels")
+            arrays["X_test"] = _read_npy_file(xt, "the test input array")
+            arrays["y_test"] = _read_npy_file(yt, "the test label array")
             where.update(X_test=xt, y_test=yt)
         holds = None
     else:

@@ -14,7 +14,7 @@ import numpy as np
 
 from .._layout import format_bytes
 from ._base import (MAX_DECOMPRESSION_RATIO, DatasetError, check_alloc, declared_bytes,
-                    open_regular, src)
+                    max_expanded, open_regular, src)
 
 
 def open_h5(fname):
@@ -51,7 +51,7 @@ def check_stored(dset, fname, key):
                                f"({format_bytes(nbytes)}) but only {written} of its "
                                f"{needed} chunks were ever written; the file is incomplete "
                                f"or corrupt.")
-        if nbytes > MAX_DECOMPRESSION_RATIO * max(stored, 1):
+        if nbytes > max_expanded(stored):
             raise DatasetError(f"{src(fname)}: dataset {key!r} declares shape {shape} "
                                f"({format_bytes(nbytes)}) stored in "
                                f"{format_bytes(stored)}, more than "

@@ -15,6 +15,7 @@ import numpy as np
 
 from .._layout import check_dtype
 from ._base import (MAX_DECOMPRESSION_RATIO, DatasetError, check_alloc, check_bool,
+                    max_expanded,
                     check_labels, check_path, declared_bytes, make_dataset, open_regular,
                     pixels_to_float, src)
 from ._download import check_base_urls, download
@@ -136,7 +137,7 @@ def read_idx(fname, magic):
         header = 4 + 4 * ndim
         nbytes = declared_bytes(dims, 1)       # Python ints: no overflow
         if stream.gzip:
-            cap = MAX_DECOMPRESSION_RATIO * stream.size
+            cap = max_expanded(stream.size)
             if nbytes > cap:
                 raise DatasetError(
                     f"{src(fname)}: its IDX header declares dimensions {dims} "
