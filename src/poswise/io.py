@@ -279,15 +279,13 @@ def _header(zf, info, path):
     try:
         with zf.open(info) as f:
             dtype, shape, fortran, header_len = _filecheck.read_npy_header(f)
+    except _filecheck.ObjectArrayProblem as exc:
+        raise ModelFileError(path, f"array {info.filename[:-4]!r} holds Python objects "
+                                   f"(dtype {exc.dtype}); poswise model files contain only "
+                                   f"numbers, and loading objects would need pickle, which "
+                                   f"can run arbitrary code. Refusing to load it.") from None
     except _filecheck.FileProblem as exc:
-        problem = str(exc)
-        if problem.startswith("it holds Python objects"):
-            raise ModelFileError(path, f"array {info.filename[:-4]!r} holds Python objects "
-                                       f"(dtype {problem.split('dtype ')[1].split(')')[0]}); "
-                                       f"poswise model files contain only numbers, and "
-                                       f"loading objects would need pickle, which can run "
-                                       f"arbitrary code. Refusing to load it.") from None
-        raise ModelFileError(path, f"member {info.filename!r} is {problem}.") from None
+        raise ModelFileError(path, f"member {info.filename!r} is {exc}.") from None
     except _CORRUPTION as exc:
         raise ModelFileError(path, f"member {info.filename!r} is not a valid .npy array "
                                    f"({exc}).") from None

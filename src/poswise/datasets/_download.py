@@ -156,7 +156,7 @@ class _Failure(Exception):
         self.kind = kind
 
 
-def _fetch(url, out, md5, cap, expected_size):
+def _fetch(url, out, md5, cap):
     """Stream ``url`` into ``out``; return (bytes received, bytes announced or None).
     Raise _Failure."""
     timeout = float(setting("DOWNLOAD_TIMEOUT"))
@@ -235,7 +235,7 @@ def download(fname, urls, target, title, folder_name, path, dataset):
             md5 = hashlib.md5()
             try:
                 with os.fdopen(fd, "wb") as out:
-                    received, declared = _fetch(url, out, md5, cap, expected_size)
+                    received, declared = _fetch(url, out, md5, cap)
             except _Failure as exc:
                 failures.append(f"{url} ({exc})")
                 continue
