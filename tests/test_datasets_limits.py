@@ -608,3 +608,30 @@ def test_fashion_mnist_downloads_are_bounded_too(tmp_path, server, monkeypatch):
     srv = server(_short)
     with pytest.raises(DownloadError, match="incomplete download"):
         datasets.load_fashion_mnist(tmp_path / "home", download=True, base_url=srv.url)
+
+
+def _trickle_headers(srv, conn):
+    """A header line that never ends: no body byte ever comes."""
+    conn.sendall(b"HTTP/1.1 200 OK\r\nX-Slow: ")
+    while srv.alive():
+        conn.sendall(b"a")
+        time.sleep(0.05)
+
+
+def test_deadline_holds_while_headers_trickle(tmp_path, server, monkeypatch):
+    srv = server(_trickle_headers)
+    _limits(monkeypatch, DOWNLOAD_TIMEOUT=5.0, DOWNLOAD_DEADLINE=1.0)
+    t0 = time.perf_counter()
+    with pytest.raises(DownloadError, match="deadline"):
+        _fetch(tmp_path, srv.url)
+    assert time.perf_counter() - t0 < 4
+    _no_leftovers(tmp_path)
+
+
+def test_silent_server_times_out(tmp_path, server, monkeypatch):
+    srv = server(lambda s, conn: time.sleep(3))
+    _limits(monkeypatch, DOWNLOAD_TIMEOUT=0.5)
+    t0 = time.perf_counter()
+    with pytest.raises(DownloadError, match="[Tt]imed? ?out"):
+        _fetch(tmp_path, srv.url)
+    assert time.perf_counter() - t0 < 3
