@@ -166,6 +166,7 @@ def test_npz_with_and_without_test_split(tmp_path, dtype):
     np.testing.assert_array_equal(ds.y_test, yt)
     assert ds.name == "full" and ds.classes == ("0", "1", "2")
     assert ds.X_train.dtype == dtype and ds.y_train.dtype == np.int64
+    assert ds.X_train.flags.writeable and ds.X_train.flags.c_contiguous
     np.savez_compressed(tmp_path / "train_only.npz", X_train=X, y_train=y)
     ds = load_file(tmp_path / "train_only.npz", name="mine")
     assert ds.name == "mine" and ds.X_test.shape == (0, 5) and ds.y_test.shape == (0,)
@@ -188,6 +189,7 @@ def test_npy_pairs(tmp_path):
     ds = load_file(tmp_path / "X_train.npy")
     np.testing.assert_array_equal(ds.X_train, X)
     assert ds.n_test == 0
+    assert ds.X_train.flags.writeable      # the user may normalise in place
     np.save(tmp_path / "X_test.npy", Xt)
     np.save(tmp_path / "y_test.npy", yt)
     for path in (tmp_path / "X_train.npy", tmp_path):

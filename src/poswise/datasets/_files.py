@@ -41,13 +41,21 @@ def _read_npy(fname, f, what):
         raise DatasetError(f"{src(fname)}: {what} declares shape {shape} ({nbytes} bytes) "
                            f"but the file holds only {size - header} bytes of data.")
     check_alloc(nbytes, fname, f"{what} {shape}")
-    count = int(np.prod(shape, dtype=np.int64)) if shape else 1
-    data = f.read(nbytes)
-    if len(data) != nbytes:
-        raise DatasetError(f"{src(fname)}: {what} is truncated ({len(data)} of {nbytes} "
-                           f"bytes).")
-    arr = np.frombuffer(data, dtype=dtype, count=count)
-    return arr.reshape(shape, order="F" if fortran else "C")
+    return _read_data(f, fname, what, dtype, shape, fortran)
+
+
+def _read_data(f, fname, what, dtype, shape, fortran):
+    """The array's bytes, read straight into a new (writeable) array."""
+    arr = np.empty(shape, dtype=dtype, order="F" if fortran else "C")
+    view = memoryview(arr.reshape(-1, order="A")).cast("B") if arr.size else memoryview(b"")
+    done = 0
+    while done < len(view):
+        n = f.readinto(view[done:])
+        if not n:
+            raise DatasetError(f"{src(fname)}: {what} is truncated ({done} of {len(view)} "
+                               f"bytes).")
+        done += n
+    return arr
 
 
 def _read_npz(fname, keys):
@@ -94,12 +102,7 @@ def _read_member(fname, f, info, what):
         raise DatasetError(f"{src(fname)}: {what} declares shape {shape} ({nbytes} bytes) "
                            f"but its member holds only {info.file_size - header} bytes.")
     check_alloc(nbytes, fname, f"{what} {shape}")
-    data = f.read(nbytes)
-    if len(data) != nbytes:
-        raise DatasetError(f"{src(fname)}: {what} is truncated.")
-    arr = np.frombuffer(data, dtype=dtype, count=len(data) // dtype.itemsize if
-                        dtype.itemsize else 0)
-    return arr.reshape(shape, order="F" if fortran else "C")
+    return _read_data(f, fname, what, dtype, shape, fortran)
 
 
 def _read_hdf5(fname, keys):
