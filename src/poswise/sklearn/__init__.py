@@ -31,9 +31,8 @@ Differences from scikit-learn, by design (docs/sklearn.md):
 * Weights start Glorot-uniform (scikit-learn's initialisation for all activations but
   logistic) drawn by poswise from ``random_state``: equal seeds do not give scikit-learn's
   weights.
-* No ``sample_weight`` (poswise's losses are plain means over samples), no ``learning_rate``
-  schedules and no ``shuffle=False`` with mini-batches (the trainers shuffle every epoch):
-  a clear error each.
+* No ``sample_weight`` (poswise's losses are plain means over samples) and no
+  ``learning_rate`` schedules.
 """
 from ._base import ACTIVATION_NAMES, SCHEDULES
 from ._estimators import MLPClassifier, MLPRegressor

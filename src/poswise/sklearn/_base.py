@@ -31,6 +31,16 @@ SCHEDULES = _trainers.SCHEDULES
 AUTO_BATCH = 200
 
 
+class _InOrder(np.random.Generator):
+    """A generator whose permutations are the identity: mini-batches in data order for
+    ``shuffle=False``. A stopgap until the trainers take a ``shuffle`` flag; the
+    step-for-step comparison with scikit-learn's ``shuffle=False`` in the tests fails if
+    the trainers stop drawing their batch order from ``permutation``."""
+
+    def permutation(self, x):
+        return np.arange(x) if isinstance(x, Integral) else np.array(x)
+
+
 class _BaseMLP(BaseEstimator):
     """What the classifier and the regressor share: parameters, training, attributes."""
 
@@ -156,16 +166,17 @@ class _BaseMLP(BaseEstimator):
         rule = self._rule(n_batch or N)
         hyper = dict(rule.hyper(), weight_decay=None)
         key = (self.schedule, float(self.learning_rate_init), loss, rule.family,
-               sorted(hyper.items()), self.first_layer, self.threads)
+               sorted(hyper.items()), self.first_layer, self.threads, self.shuffle)
         prev = self.__dict__.get("_run")
         if prev is not None and prev[0] == key and prev[1].net is net:
             sess = prev[1]
             sess.trainer.update, sess.trainer.batch_size = rule, n_batch
             return sess
+        gen = np.random.PCG64(rs.randint(np.iinfo(np.int32).max))
         trainer = SCHEDULES[self.schedule](
             float(self.learning_rate_init), loss=loss, batch_size=n_batch, update=rule,
             first_layer=self.first_layer, threads=self.threads,
-            rng=np.random.default_rng(rs.randint(np.iinfo(np.int32).max)))
+            rng=np.random.Generator(gen) if self.shuffle else _InOrder(gen))
         sess = trainer.session(net)
         self._run = (key, sess)
         return sess
@@ -221,10 +232,6 @@ class _BaseMLP(BaseEstimator):
         if self.batch_size is not None:
             n_batch = min(AUTO_BATCH if self.batch_size == "auto" else self.batch_size, N)
             n_batch = None if n_batch == N else n_batch
-        if n_batch is not None and not self.shuffle:
-            raise ValueError("shuffle=False with mini-batches is not supported: poswise's "
-                             "trainers shuffle every epoch. Use shuffle=True or "
-                             "batch_size=None (full batch).")
         fit = self._session(net, loss, n_batch, N, rs).fit
         best = None
         self.n_iter_ = 0

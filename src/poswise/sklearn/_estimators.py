@@ -42,7 +42,8 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
     max_iter : int >= 1, default 200
         Maximum number of epochs.
     shuffle : bool, default True
-        Shuffle the mini-batches every epoch (``False`` needs ``batch_size=None``).
+        Shuffle the samples every epoch before cutting them into mini-batches (``False``:
+        batches in data order, as in scikit-learn).
     random_state : None, int or RandomState
         Initial weights, mini-batch shuffling and the early-stopping split.
     tol, n_iter_no_change : float, int
