@@ -3,7 +3,8 @@
 5-fold stratified cross-validation (shuffled, seed 0) of a StandardScaler + MLP pipeline on
 digits and breast cancer: accuracy, fit time per fold and epochs run, for scikit-learn's
 Adam and poswise's GD and PWO schedules with the Adam rule and the same architecture,
-epochs (max_iter), learning rate, alpha and stopping rule. BLAS runs on one thread for
+epochs (max_iter), learning rate, alpha and stopping rule, in scikit-learn's mini-batches
+and full batch. BLAS runs on one thread for
 every model (the machine is shared; threads only add noise at these sizes).
 
     PYTHONPATH=src python scripts/sklearn_compare.py [--hidden 100] [--max-iter 200]
@@ -27,14 +28,12 @@ from poswise.sklearn import MLPClassifier
 def models(hidden, max_iter):
     common = dict(hidden_layer_sizes=hidden, max_iter=max_iter, random_state=0)
     yield "scikit-learn adam, batch 200", SkMLPClassifier(solver="adam", **common)
-    for sched in ("gd", "pwo"):
-        yield (f"poswise {sched} + adam, batch 200",
-               MLPClassifier(schedule=sched, update="adam", batch_size="auto",
-                             learning_rate_init=0.001, threads=1, **common))
-    for sched in ("gd", "pwo"):
-        yield (f"poswise {sched} + adam, full batch, lr 0.01",
-               MLPClassifier(schedule=sched, update="adam", learning_rate_init=0.01,
-                             threads=1, **common))
+    for batch, label in (("auto", "batch 200"), (None, "full batch")):
+        for sched in ("gd", "pwo"):
+            # learning_rate_init defaults to scikit-learn's 0.001 with Adam
+            yield (f"poswise {sched} + adam, {label}",
+                   MLPClassifier(schedule=sched, update="adam", batch_size=batch,
+                                 threads=1, **common))
     yield ("poswise pwo + sgd, full batch, lr 0.1 (defaults)",
            MLPClassifier(threads=1, **common))
 

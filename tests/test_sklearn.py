@@ -327,3 +327,17 @@ def test_grid_search_over_a_pipeline():
     assert set(search.best_params_) == set(grid)
     pred = search.best_estimator_.predict(X)
     assert pred.shape == y.shape and np.mean(pred == y) > 0.6
+
+
+@pytest.mark.parametrize("update", ["sgd", "momentum", "adam", "rmsprop"])
+def test_default_learning_rate_follows_the_rule(update):
+    from poswise.sklearn import DEFAULT_LEARNING_RATES
+    from poswise.updates import get_update
+    X, y = _problem("binary")
+    lr = DEFAULT_LEARNING_RATES[get_update(update).family]
+    assert lr == (0.1 if update in ("sgd", "momentum") else 0.001)
+    fits = [_quiet(MLPClassifier((4,), update=update, max_iter=5, random_state=0,
+                                 learning_rate_init=rate).fit, X, y)
+            for rate in (None, lr, 10 * lr)]
+    np.testing.assert_array_equal(fits[0].coefs_[0], fits[1].coefs_[0])
+    assert not np.allclose(fits[0].coefs_[0], fits[2].coefs_[0])

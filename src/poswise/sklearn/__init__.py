@@ -34,7 +34,8 @@ Differences from scikit-learn, by design (docs/sklearn.md):
 * No ``sample_weight`` (poswise's losses are plain means over samples) and no
   ``learning_rate`` schedules.
 """
-from ._base import ACTIVATION_NAMES, SCHEDULES
+from ._base import ACTIVATION_NAMES, DEFAULT_LEARNING_RATES, SCHEDULES
 from ._estimators import MLPClassifier, MLPRegressor
 
-__all__ = ["MLPClassifier", "MLPRegressor", "ACTIVATION_NAMES", "SCHEDULES"]
+__all__ = ["MLPClassifier", "MLPRegressor", "ACTIVATION_NAMES", "DEFAULT_LEARNING_RATES",
+           "SCHEDULES"]

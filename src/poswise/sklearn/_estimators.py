@@ -36,9 +36,10 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
     batch_size : int, "auto" or None, default None
         Samples per step. ``None`` is full batch (scikit-learn's default is ``"auto"``,
         ``min(200, n_samples)``, which is accepted).
-    learning_rate_init : float > 0, default 0.1
-        The (constant) learning rate. The default suits full-batch SGD; scikit-learn's
-        0.001 suits mini-batch Adam.
+    learning_rate_init : float > 0, optional
+        The (constant) learning rate. Default: 0.1 for the SGD rules ("sgd", "momentum",
+        "nesterov"), whose full-batch steps can be large, and scikit-learn's 0.001 for
+        the adaptive ones ("adam", "adamw", "rmsprop").
     max_iter : int >= 1, default 200
         Maximum number of epochs.
     shuffle : bool, default True
