@@ -7,7 +7,7 @@ epochs (max_iter), learning rate, alpha and stopping rule, in scikit-learn's min
 and full batch. BLAS runs on one thread for
 every model (the machine is shared; threads only add noise at these sizes).
 
-    PYTHONPATH=src python scripts/sklearn_compare.py [--hidden 100] [--max-iter 200]
+    PYTHONPATH=src python scripts/sklearn_compare.py [--hidden 100] [--max-iter 200] [--repeat 3]
 """
 import argparse
 import platform
@@ -42,6 +42,9 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--hidden", default="100", help="hidden widths, comma-separated")
     ap.add_argument("--max-iter", type=int, default=200)
+    ap.add_argument("--repeat", type=int, default=3,
+                    help="cross-validate each model this many times; report each fold's "
+                         "fastest fit (the machine may be shared)")
     args = ap.parse_args(argv)
     hidden = tuple(int(h) for h in args.hidden.split(","))
     cpu = platform.processor() or platform.machine()
@@ -53,21 +56,25 @@ def main(argv=None):
     print(f"CPU: {cpu}; BLAS: "
           f"{sorted({i['internal_api'] for i in threadpool_info() if i['user_api'] == 'blas'})}"
           f" limited to 1 thread; hidden={hidden}, max_iter={args.max_iter}")
-    print("| data | model | accuracy (5-fold mean ± std) | fit time per fold (s) "
-          "| epochs (mean) |")
+    print("| data | model | accuracy (5-fold mean ± std) | fit time per fold (s, fastest "
+          f"of {args.repeat}) | epochs (mean) |")
     print("|---|---|---|---|---|")
     cv = StratifiedKFold(5, shuffle=True, random_state=0)
     for dname, load in (("digits", load_digits), ("breast cancer", load_breast_cancer)):
         X, y = load(return_X_y=True)
         for label, est in models(hidden, args.max_iter):
-            with threadpool_limits(1), warnings.catch_warnings():
-                warnings.simplefilter("ignore", ConvergenceWarning)
-                res = cross_validate(make_pipeline(StandardScaler(), est), X, y, cv=cv,
-                                     return_estimator=True)
-            acc = res["test_score"]
+            times = []
+            for _ in range(args.repeat):
+                with threadpool_limits(1), warnings.catch_warnings():
+                    warnings.simplefilter("ignore", ConvergenceWarning)
+                    res = cross_validate(make_pipeline(StandardScaler(), est), X, y, cv=cv,
+                                         return_estimator=True)
+                times.append(res["fit_time"])
+            acc = res["test_score"]          # the same in every repeat (fixed seeds)
             epochs = np.mean([p[-1].n_iter_ for p in res["estimator"]])
+            fit_time = np.min(times, axis=0).mean()
             print(f"| {dname} | {label} | {acc.mean():.4f} ± {acc.std():.4f} "
-                  f"| {np.mean(res['fit_time']):.3f} | {epochs:.0f} |", flush=True)
+                  f"| {fit_time:.3f} | {epochs:.0f} |", flush=True)
 
 
 if __name__ == "__main__":
