@@ -86,5 +86,5 @@ def read_checkpoint(path, trainer, net, X, rule):
                          f"{L} layers.")
     for dst, src in zip(net._weights + net._biases, cnet._weights + cnet._biases):
         np.copyto(dst, src)
-    dual = {k: arrays[k] for k in ("W0_init", "C") if k in arrays}
+    dual = {k: arrays[k] for k in ("W0_init", "C", "a", "V", "va") if k in arrays}
     return {"history": hist, "rng": info.get("rng"), "arrays": dual, "state": state}

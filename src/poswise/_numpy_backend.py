@@ -228,6 +228,16 @@ class NumpyEngine:
             loss = self.step(first, lr)
         return loss if self._finite() else float("nan")
 
+    def run_epochs(self, k, lr, losses, times, stop_below=-np.inf):
+        """Up to k epochs, as ``_core.Engine.run_epochs``."""
+        import time
+        for i in range(k):
+            losses[i] = self.epoch(lr)
+            times[i] = time.perf_counter()
+            if not np.isfinite(losses[i]) or losses[i] < stop_below:
+                return i + 1
+        return k
+
     def batch_step(self, lr):
         self._forward(0)
         for k, first in enumerate(self.spans):
