@@ -24,23 +24,26 @@ RULES = {
     "adamw-wd": AdamW(betas=(0.85, 0.995), weight_decay=0.1),
     "rmsprop": RMSprop(),
     "rmsprop-mom": RMSprop(alpha=0.9, momentum=0.5, weight_decay=0.01),
+    # weight decay on the weight matrices only (a torch parameter group without decay
+    # for the biases)
+    "momentum-wd-w": SGD(momentum=0.9, weight_decay=0.05, decay_biases=False),
+    "adamw-w": AdamW(weight_decay=0.1, decay_biases=False),
 }
 LR = {"sgd": 0.05, "adam": 0.003, "adamw": 0.003, "rmsprop": 0.002}
 
 
-def torch_optimizer(rule, params, lr):
+def torch_optimizer(rule, params, lr, bias=False):
     h = rule.hyper()
+    wd = 0.0 if bias and not h["decay_biases"] else h["weight_decay"]
     if rule.family == "sgd":
         return torch.optim.SGD(params, lr=lr, momentum=h["momentum"],
-                               nesterov=h["nesterov"], weight_decay=h["weight_decay"],
-                               foreach=False)
+                               nesterov=h["nesterov"], weight_decay=wd, foreach=False)
     if rule.family in ("adam", "adamw"):
         cls = torch.optim.Adam if rule.family == "adam" else torch.optim.AdamW
         return cls(params, lr=lr, betas=tuple(h["betas"]), eps=h["eps"],
-                   weight_decay=h["weight_decay"], foreach=False)
+                   weight_decay=wd, foreach=False)
     return torch.optim.RMSprop(params, lr=lr, alpha=h["alpha"], eps=h["eps"],
-                               momentum=h["momentum"], weight_decay=h["weight_decay"],
-                               foreach=False)
+                               momentum=h["momentum"], weight_decay=wd, foreach=False)
 
 
 def torch_train(net, X, y, loss, rule, lr, epochs, spans, scales=None):
@@ -53,7 +56,7 @@ def torch_train(net, X, y, loss, rule, lr, epochs, spans, scales=None):
     L = len(Ws)
     scales = scales or [1.0] * L
     opts = [(torch_optimizer(rule, [Ws[l]], lr * scales[l]),
-             torch_optimizer(rule, [bs[l]], lr * scales[l])) for l in range(L)]
+             torch_optimizer(rule, [bs[l]], lr * scales[l], bias=True)) for l in range(L)]
     Xt = torch.tensor(X, dtype=torch.float64)
     act = {"relu": torch.relu, "tanh": torch.tanh}[net.activation]
 

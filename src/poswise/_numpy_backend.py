@@ -203,7 +203,7 @@ class NumpyEngine:
         t, lrl = int(st["t"][l]), lr * self.scales[l]
         self.rule.apply(self.W[l], gW, [st["s1W"][l], st["s2W"][l]], t, lrl)
         if gb is not None:
-            self.rule.apply(self.b[l], gb, [st["s1b"][l], st["s2b"][l]], t, lrl)
+            self.rule.apply(self.b[l], gb, [st["s1b"][l], st["s2b"][l]], t, lrl, bias=True)
 
     def apply(self, first, lr):
         cosine = self.loss == "am_softmax"

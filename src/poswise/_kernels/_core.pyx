@@ -85,6 +85,7 @@ cdef extern from "_rules.h" nogil:
         double beta2
         double eps
         double alpha
+        int decay_biases
     int pw_rule_nstate(const pw_rule* r)
     void pw_rule_apply_d(const pw_rule* r, long long t, double lr, double* p, int rows,
                          int cols, Py_ssize_t prs, Py_ssize_t pcs, const double* g,
@@ -519,15 +520,15 @@ cdef void _span_gradients(Net* net, int first, bint accumulate,
             gb[j] = <floating>(gb[j] + net.acc[j]) if accumulate else <floating>net.acc[j]
 
 
-cdef inline void _apply_param(Net* net, int l, double lr, void* p, int rows, int cols,
-                              Py_ssize_t prs, Py_ssize_t pcs, const floating* g,
+cdef inline void _apply_param(const pw_rule* r, long long t, double lr, void* p, int rows,
+                              int cols, Py_ssize_t prs, Py_ssize_t pcs, const floating* g,
                               void* s1, void* s2) noexcept nogil:
     # state arrays are in the canonical (rows, cols) row-major layout
     if floating is double:
-        pw_rule_apply_d(&net.rule, net.t[l], lr, <double*>p, rows, cols, prs, pcs, g, cols, 1,
+        pw_rule_apply_d(r, t, lr, <double*>p, rows, cols, prs, pcs, g, cols, 1,
                         <double*>s1, <double*>s2, cols, 1)
     else:
-        pw_rule_apply_s(&net.rule, net.t[l], lr, <float*>p, rows, cols, prs, pcs, g, cols, 1,
+        pw_rule_apply_s(r, t, lr, <float*>p, rows, cols, prs, pcs, g, cols, 1,
                         <float*>s1, <float*>s2, cols, 1)
 
 
@@ -537,22 +538,28 @@ cdef void _apply_span(Net* net, int first, floating lr) noexcept nogil:
     cdef int l, nin, nout
     cdef double lrl
     cdef floating* g
+    cdef pw_rule rb = net.rule        # the biases' rule: without decay if so asked
+    cdef long long t
+    if not rb.decay_biases:
+        rb.weight_decay = 0.0
     for l in range(first, net.L):
         nin = net.n[l]
         nout = net.n[l + 1]
         net.t[l] += 1
+        t = net.t[l]
         lrl = <double>lr * net.lscale[l]
         g = <floating*>net.grad + net.goff[l]
         if l == 0 and net.dual:
             _apply_dual(net, lrl, lr)
         elif l == 0 and net.direct:
             # WT is (n_in, NP): element (j, i) of W[0] is WT[i * NP + j]
-            _apply_param(net, l, lrl, net.WT, nout, nin, 1, net.NP, g, net.s1W[l],
+            _apply_param(&net.rule, t, lrl, net.WT, nout, nin, 1, net.NP, g, net.s1W[l],
                          net.s2W[l])
         else:
-            _apply_param(net, l, lrl, net.W[l], nout, nin, nin, 1, g, net.s1W[l], net.s2W[l])
+            _apply_param(&net.rule, t, lrl, net.W[l], nout, nin, nin, 1, g, net.s1W[l],
+                         net.s2W[l])
         if not (l == net.L - 1 and net.loss == LOSS_AM_SOFTMAX):
-            _apply_param(net, l, lrl, net.b[l], 1, nout, 0, 1, g + <Py_ssize_t>nin * nout,
+            _apply_param(&rb, t, lrl, net.b[l], 1, nout, 0, 1, g + <Py_ssize_t>nin * nout,
                          net.s1b[l], net.s2b[l])
 
 
@@ -1285,8 +1292,8 @@ cdef class Engine:
         """The update rule and its state arrays (the caller's, or fresh zeros)."""
         cdef int L = self.net.L, l, ns
         if rule is None:
-            rule = (PW_RULE_SGD, 0.0, 0, 0.0, 0.0, 0.0, 0.0, 0.0)
-        code, mom, nest, wd, b1, b2, eps, alpha = rule
+            rule = (PW_RULE_SGD, 0.0, 0, 0.0, 0.0, 0.0, 0.0, 0.0, 1)
+        code, mom, nest, wd, b1, b2, eps, alpha, decay_biases = rule
         if code not in (PW_RULE_SGD, PW_RULE_ADAM, PW_RULE_ADAMW, PW_RULE_RMSPROP):
             raise ValueError(f"unknown update rule code {code!r}")
         self.net.rule.code = code
@@ -1297,6 +1304,7 @@ cdef class Engine:
         self.net.rule.beta2 = b2
         self.net.rule.eps = eps
         self.net.rule.alpha = alpha
+        self.net.rule.decay_biases = decay_biases
         self.net.plain = code == PW_RULE_SGD and mom == 0 and wd == 0
         ns = pw_rule_nstate(&self.net.rule)
         if state is None:
@@ -1712,7 +1720,7 @@ def new_rule_state(int nstate, shapes, dt):
 def rule_nstate(rule):
     """State arrays per parameter of a rule given as ``UpdateRule.kernel_params()``."""
     cdef pw_rule r
-    code, mom, nest, wd, b1, b2, eps, alpha = rule
+    code, mom, nest, wd, b1, b2, eps, alpha, _ = rule
     r.code, r.momentum, r.nesterov, r.weight_decay = code, mom, nest, wd
     r.beta1, r.beta2, r.eps, r.alpha = b1, b2, eps, alpha
     return pw_rule_nstate(&r)

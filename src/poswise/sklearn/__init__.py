@@ -18,8 +18,9 @@ Differences from scikit-learn, by design (docs/sklearn.md):
   records the mean of the mini-batch losses seen during the epoch, i.e. before its steps).
 * ``alpha`` becomes the update rule's ``weight_decay = alpha / batch``, ``batch`` being the
   number of samples per step: the gradient of scikit-learn's penalty
-  ``alpha / (2 n) ||W||^2`` exactly, except that poswise's rules decay the biases too
-  (scikit-learn leaves them alone). ``loss_`` adds the penalty as scikit-learn does.
+  ``alpha / (2 n) ||W||^2`` exactly, on the weight matrices only (``decay_biases=False``)
+  unless the rule has a weight decay of its own, which decays the biases too.
+  ``loss_`` adds the penalty as scikit-learn does.
 * Adam is ``torch.optim``'s: epsilon is added after the bias correction (scikit-learn adds
   it before), and each layer counts its own steps (the same count under GD; under PWO
   deeper layers step more often).

@@ -36,16 +36,6 @@ AUTO_BATCH = 200
 DEFAULT_LEARNING_RATES = {"sgd": 0.1, "adam": 0.001, "adamw": 0.001, "rmsprop": 0.001}
 
 
-class _InOrder(np.random.Generator):
-    """A generator whose permutations are the identity: mini-batches in data order for
-    ``shuffle=False``. A stopgap until the trainers take a ``shuffle`` flag; the
-    step-for-step comparison with scikit-learn's ``shuffle=False`` in the tests fails if
-    the trainers stop drawing their batch order from ``permutation``."""
-
-    def permutation(self, x):
-        return np.arange(x) if isinstance(x, Integral) else np.array(x)
-
-
 class _BaseMLP(BaseEstimator):
     """What the classifier and the regressor share: parameters, training, attributes."""
 
@@ -160,6 +150,8 @@ class _BaseMLP(BaseEstimator):
         if not self.alpha:
             return rule
         hyper = rule.hyper()
+        if hyper["weight_decay"] == 0:      # scikit-learn's penalty spares the biases
+            hyper["decay_biases"] = False
         hyper["weight_decay"] += self.alpha / n_batch
         return from_hyper(rule.family, hyper)
 
@@ -183,7 +175,7 @@ class _BaseMLP(BaseEstimator):
         trainer = SCHEDULES[self.schedule](
             lr, loss=loss, batch_size=n_batch, update=rule,
             first_layer=self.first_layer, threads=self.threads,
-            rng=np.random.Generator(gen) if self.shuffle else _InOrder(gen))
+            shuffle=bool(self.shuffle), rng=np.random.Generator(gen))
         sess = trainer.session(net)
         self._run = (key, sess)
         return sess

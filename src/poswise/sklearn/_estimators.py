@@ -31,8 +31,10 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
         The update rule: a name of ``poswise.updates.UPDATE_RULES`` or a rule object.
     alpha : float >= 0, default 1e-4
         L2 penalty ``alpha / (2 n) ||W||^2``, applied as the rule's ``weight_decay`` of
-        ``alpha / n`` (``n`` samples per step; biases are decayed too, unlike in
-        scikit-learn). With ``update="adamw"`` it adds to AdamW's decoupled decay.
+        ``alpha / n`` (``n`` samples per step) on the weight matrices, not the biases, as
+        scikit-learn does (unless the rule object has a weight decay of its own: then
+        both decays apply to every parameter). With ``update="adamw"`` it adds to
+        AdamW's decoupled decay.
     batch_size : int, "auto" or None, default None
         Samples per step. ``None`` is full batch (scikit-learn's default is ``"auto"``,
         ``min(200, n_samples)``, which is accepted).
