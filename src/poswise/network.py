@@ -1,6 +1,5 @@
 """The multilayer perceptron that poswise trains."""
 import threading
-from contextlib import contextmanager
 
 import numpy as np
 
@@ -126,6 +125,7 @@ class MLP:
         self._sync = None       # set by a running fit whose first layer lives elsewhere
         self._snap = None       # readers' snapshot of the current epoch (during a fit)
         self._locked = ()       # the arrays a running fit made read-only
+        self._token = None      # the running fit's token (see _acquire)
 
     @classmethod
     def from_arrays(cls, weights, biases, *, activation="relu", leak=0.01, output="auto"):
@@ -222,30 +222,34 @@ class MLP:
                     for kind, lst in (("weights", self._weights), ("biases", self._biases)))
             return self._snap
 
-    @contextmanager
-    def _owner(self, who):
-        """Mark the network as being trained by ``who`` for the duration of a fit; on
-        exit (however the fit ends) the arrays are writeable again."""
+    def _acquire(self, who, token):
+        """Mark the network as being trained by ``who`` (``token``: the fit's own
+        object, which :meth:`_release` must be given)."""
         with self._lock:
             if self._trainer is not None:
                 raise RuntimeError(f"This MLP is being trained (by {self._trainer}); a "
                                    f"network takes one fit at a time. Train a copy "
                                    f"(net.copy()) to train in parallel.")
             self._trainer = who
+            self._token = token
             self._snap = None
-        try:
-            yield
-        finally:
-            with self._lock:
-                for a in self._locked:
-                    a.flags.writeable = True
-                self._locked = ()
-                self._sync = None
-                self._snap = None
-                self._trainer = None
+
+    def _release(self, token):
+        """End the ownership of the fit holding ``token`` (idempotent; a no-op for any
+        other token): the arrays are writeable again."""
+        with self._lock:
+            if self._token is not token:
+                return
+            for a in self._locked:
+                a.flags.writeable = True
+            self._locked = ()
+            self._sync = None
+            self._snap = None
+            self._trainer = None
+            self._token = None
 
     def _train_views(self):
-        """For the running fit (inside :meth:`_owner`): the parameters checked and
+        """For the running fit (after :meth:`_acquire`): the parameters checked and
         repaired (:meth:`_checked_params`), as writeable views for the engines; the
         network's arrays themselves are read-only until the fit ends. (A view keeps the
         writeable flag it was made with; the Cython kernels write through pointers, the
@@ -267,7 +271,7 @@ class MLP:
     def __getstate__(self):
         ws, bs = self._params()
         state = self.__dict__.copy()
-        for k in ("_lock", "_sync", "_trainer", "_snap", "_locked"):
+        for k in ("_lock", "_sync", "_trainer", "_snap", "_locked", "_token"):
             state.pop(k, None)
         state["_weights"] = [np.array(a) for a in ws]
         state["_biases"] = [np.array(a) for a in bs]

@@ -143,51 +143,70 @@ class TrainingSession:
             low_inclusive=True, allow_none=True)
         if checkpoint is not None:
             checkpoint = _checkpoint.check_output_path(checkpoint, "checkpoint", where)
-        with net._owner(name):
-            ws, bs = net._train_views()
-            sizes, dt = net.sizes, net.dtype
-            X = _layout.check_X(X, dt, sizes[0])
-            y = _layout.check_y(y, tr.loss, X.shape[0], sizes[-1], dt)
-            val = None
-            if validation_data is not None:
-                try:
-                    Xv, yv = validation_data
-                except (TypeError, ValueError):
-                    raise ValueError("validation_data must be a pair (X_val, y_val).") from None
-                Xv = _layout.check_X(Xv, dt, sizes[0], name="X_val")
-                yv = _layout.check_y(yv, tr.loss, Xv.shape[0], sizes[-1], dt, name="y_val")
-                val = (Xv, yv)
-            rule = tr._rule()
-            data = None
-            if checkpoint is not None or resume is not None:
-                data = _checkpoint.data_info(X, y, val)
-            resumed = None
-            if resume is not None:
-                resumed = _checkpoint.read_checkpoint(resume, tr, net, rule, data)
-            plan = make_plan(tr, sizes, X.shape[0], X.shape[1], epochs, rule,
-                             itemsize=X.itemsize,
-                             mode=resumed["history"].first_layer if resumed else None)
-            gen = None
-            if plan.minibatch:
-                gen = np.random.default_rng(tr.rng)
-            if resumed is not None:
-                _checkpoint.check_resumable(resume, resumed, tr, plan, gen, monitor)
-            if checkpoint is not None:
-                _checkpoint.check_rng_storable(gen, where)
-            opts = _Options(epochs, target_loss, monitor, callbacks, progress, checkpoint,
-                            checkpoint_every, data)
-            return _Loop(self, plan, rule, ws, bs, X, y, val, gen, opts, resumed,
-                         t_start).run()
+        token, loop = object(), None
+        try:
+            try:
+                net._acquire(name, token)
+                loop = self._prepare(X, y, validation_data, resume, _Options(
+                    epochs, target_loss, monitor, callbacks, progress, checkpoint,
+                    checkpoint_every), t_start)
+                return loop.run()
+            finally:
+                net._release(token)
+        except KeyboardInterrupt:
+            # wherever it landed (even between two clean-up statements): release the
+            # network; before training nothing was changed, once it began the History
+            # is returned, completed by finish()
+            net._release(token)
+            if loop is None or not loop.started:
+                raise
+            loop.stop = "interrupted"
+            return loop.finish()
+
+    def _prepare(self, X, y, validation_data, resume, o, t_start):
+        """Everything checked and read before training; changes nothing."""
+        from . import _checkpoint
+        tr, net = self.trainer, self.net
+        where = f"{type(tr).__name__}.fit"
+        ws, bs = net._train_views()
+        sizes, dt = net.sizes, net.dtype
+        X = _layout.check_X(X, dt, sizes[0])
+        y = _layout.check_y(y, tr.loss, X.shape[0], sizes[-1], dt)
+        val = None
+        if validation_data is not None:
+            try:
+                Xv, yv = validation_data
+            except (TypeError, ValueError):
+                raise ValueError("validation_data must be a pair (X_val, y_val).") from None
+            Xv = _layout.check_X(Xv, dt, sizes[0], name="X_val")
+            yv = _layout.check_y(yv, tr.loss, Xv.shape[0], sizes[-1], dt, name="y_val")
+            val = (Xv, yv)
+        rule = tr._rule()
+        if o.checkpoint is not None or resume is not None:
+            o.data = _checkpoint.data_info(X, y, val)
+        resumed = None
+        if resume is not None:
+            resumed = _checkpoint.read_checkpoint(resume, tr, net, rule, o.data)
+        plan = make_plan(tr, sizes, X.shape[0], X.shape[1], o.epochs, rule,
+                         itemsize=X.itemsize,
+                         mode=resumed["history"].first_layer if resumed else None)
+        gen = np.random.default_rng(tr.rng) if plan.minibatch else None
+        if resumed is not None:
+            _checkpoint.check_resumable(resume, resumed, tr, plan, gen, o.monitor)
+        if o.checkpoint is not None:
+            _checkpoint.check_rng_storable(gen, where)
+        return _Loop(self, plan, rule, ws, bs, X, y, val, gen, o, resumed, t_start)
 
 
 class _Options:
     """What the caller asked of one fit (validated)."""
 
     def __init__(self, epochs, target_loss, monitor, callbacks, progress, checkpoint,
-                 checkpoint_every, data):
+                 checkpoint_every):
         self.epochs, self.target_loss, self.monitor = epochs, target_loss, monitor
         self.callbacks, self.progress = callbacks, progress
-        self.checkpoint, self.checkpoint_every, self.data = checkpoint, checkpoint_every, data
+        self.checkpoint, self.checkpoint_every = checkpoint, checkpoint_every
+        self.data = None        # the data's fingerprints, when checkpointing or resuming
 
 
 class _Loop:
@@ -227,7 +246,7 @@ class _Loop:
                     limits.append(threadpool_limits(limits=self.tr.threads))
                 if self.resumed is not None:
                     # the training phase starts here: from now on the network holds the
-                    # checkpoint's state (or, interrupted, gets it in _finish)
+                    # checkpoint's state (or, interrupted, gets it in finish)
                     self.started = True
                     self._load_resumed()
                 self._setup()
@@ -248,11 +267,7 @@ class _Loop:
             if not self.started:
                 raise                  # preparation: nothing was changed
             self.stop = "interrupted"
-        while True:                    # _finish is idempotent: an interrupt re-runs it
-            try:
-                return self._finish()
-            except KeyboardInterrupt:
-                self.stop = "interrupted"
+        return self.finish()           # (interrupted, the caller runs it again)
 
     def _load_resumed(self):
         """The checkpoint's parameters, rule state, dual arrays and shuffling state
@@ -428,7 +443,10 @@ class _Loop:
                 finally:
                     bar.close()
 
-    def _finish(self):
+    def finish(self):
+        """The end of every fit that trained: the network complete (the checkpoint's
+        state, the first layer materialised), the History's last fields, the final
+        checkpoint, the divergence warning. Idempotent."""
         hist, net, tr = self.hist, self.net, self.tr
         if self.resumed is not None:   # interrupted before the loop: the checkpoint's state
             if not self.loaded:
