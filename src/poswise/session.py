@@ -46,6 +46,8 @@ from .losses import LOSSES
 __all__ = ["TrainingSession"]
 
 STATE_KEYS = ("s1W", "s2W", "s1b", "s2b")
+# Epochs without per-epoch Python work run in chunks of about this many seconds.
+CHUNK_SECONDS = 0.02
 
 
 def new_rule_state(rule, ws):
@@ -236,6 +238,9 @@ class _Loop:
         self.t_mark = None         # sum of the step counts before a full-batch epoch
         self.rng_state = None
         self.stop = None
+        self.pending = None        # a chunk of epochs being run: (first epoch, count)
+        self.chunk_buf = None
+        self.chunk_size = 1        # the first chunk measures the epoch time
         self.synced = False
         self.saved = False
         self.loaded = False
@@ -348,6 +353,10 @@ class _Loop:
     def _loop(self):
         hist, o = self.hist, self.o
         self.stop = _stop_reason(hist, o.callbacks, hist.epochs, o.epochs)
+        if self._chunkable():
+            while self.stop is None:
+                self._chunk()
+            return
         while self.stop is None:
             e = self.current = hist.epochs + 1
             loss = self._epoch()
@@ -363,6 +372,68 @@ class _Loop:
             if self.stop is None and o.checkpoint is not None and o.checkpoint_every and \
                     e % o.checkpoint_every == 0:
                 self._save()
+
+    # ------------------------------------------------------------------ chunks
+    def _chunkable(self):
+        """Whether epochs may run in chunks inside one kernel call: full batch, and nothing
+        that needs Python after every epoch (validation, callbacks, a progress display;
+        the target is checked by the kernel)."""
+        o = self.o
+        return (not self.plan.minibatch and self.veng is None and not o.callbacks
+                and self.bar is None and o.monitor == "loss")
+
+    def _chunk(self):
+        """Several epochs in one GIL-free call (``engine.run_epochs``), recorded from the
+        losses and clock readings the kernel wrote. Chunks last about CHUNK_SECONDS, so
+        that Ctrl-C is honoured within that time; they end at checkpoint epochs."""
+        hist, o = self.hist, self.o
+        left = o.epochs - hist.epochs
+        if o.checkpoint is not None and o.checkpoint_every:
+            left = min(left, o.checkpoint_every - hist.epochs % o.checkpoint_every)
+        k = max(1, min(left, self.chunk_size))
+        if self.chunk_buf is None or self.chunk_buf[0].shape[0] < k:
+            self.chunk_buf = (np.empty(max(k, 64)), np.empty(max(k, 64)))
+        losses, times = self.chunk_buf
+        times[:k] = 0.0              # the kernel writes a reading > 0 after each epoch
+        below = o.target_loss if o.target_loss is not None else -np.inf
+        self.current = hist.epochs + 1
+        t0 = time.perf_counter()
+        with self.net._lock:
+            self.pending = (self.current, k)
+            self.in_epoch = True
+            self.eng.run_epochs(k, self.lr, losses, times, below)
+            self._settle_chunk()
+            self.net._changed()
+        done = hist.epochs - self.current + 1
+        if done > 0:                  # aim the next chunk at CHUNK_SECONDS
+            per = max((times[done - 1] - t0) / done, 1e-9)
+            self.chunk_size = int(min(max(1, CHUNK_SECONDS / per), 1 << 20))
+        if self.stop is None:
+            e = hist.epochs
+            self.stop = _stop_reason(hist, o.callbacks, e, o.epochs)
+            if self.stop is None and o.checkpoint is not None and o.checkpoint_every and \
+                    e % o.checkpoint_every == 0:
+                self._save()
+
+    def _settle_chunk(self):
+        """Record the epochs a chunk completed (idempotent: after an interrupt it records
+        what the kernel finished, which cannot be undone beyond its last epoch); a last
+        epoch that diverged is rolled back."""
+        if self.pending is None:
+            return
+        first, k = self.pending
+        losses, times = self.chunk_buf
+        n = int(np.count_nonzero(times[:k] > 0))
+        if n and not math.isfinite(losses[n - 1]):
+            self.eng.rollback()     # the backup holds that epoch's start
+            times[n - 1] = 0.0
+            n -= 1
+            self.stop = "diverged"
+        _trim(self.hist, False, None)
+        for i in range(self.hist.epochs - first + 1, n):
+            self._record(float(losses[i]), self.clock.at(times[i]))
+        self.pending = None
+        self.in_epoch = False
 
     def _epoch(self):
         """One epoch under the network's lock (readers see whole epochs); NaN, with the
@@ -395,9 +466,10 @@ class _Loop:
         if self.gen is not None and self.rng_state is not None:
             self.gen.bit_generator.state = self.rng_state
 
-    def _record(self, loss):
+    def _record(self, loss, seconds=None):
         hist, clock = self.hist, self.clock
-        seconds = clock.now()
+        if seconds is None:
+            seconds = clock.now()
         if self.veng is not None:
             with clock.excluded():
                 vloss = self.veng.forward()
@@ -417,6 +489,12 @@ class _Loop:
         """After an interrupt: back to the last recorded epoch (invariants 1-3)."""
         hist, net = self.hist, self.net
         cut = None
+        if self.pending is not None:   # a chunk: keep what the kernel completed
+            with net._lock:
+                self._settle_chunk()
+                net._changed()
+            if self.stop == "diverged":
+                self.stop = None
         if self.in_epoch:
             with net._lock:
                 self._rollback()
@@ -569,15 +647,12 @@ class _Clock:
         return self.offset + time.perf_counter() - self.t_start - self.val_time
 
     def excluded(self):
-        clock = self
+        """A context whose time is not counted (validation)."""
+        return _Excluded(self)
 
-        class _Excluded:
-            def __enter__(self):
-                self.t0 = time.perf_counter()
-
-            def __exit__(self, *exc):
-                clock.val_time += time.perf_counter() - self.t0
-        return _Excluded()
+    def at(self, t):
+        """``now()`` as it read at perf_counter time ``t``."""
+        return self.offset + t - self.t_start - self.val_time
 
     def val_total(self):
         return self.val_offset + self.val_time
@@ -590,6 +665,17 @@ class _Clock:
         self.offset = hist.seconds[-1]
         self.val_offset = hist.val_seconds
         self.t_start = time.perf_counter()
+
+
+class _Excluded:
+    def __init__(self, clock):
+        self.clock = clock
+
+    def __enter__(self):
+        self.t0 = time.perf_counter()
+
+    def __exit__(self, *exc):
+        self.clock.val_time += time.perf_counter() - self.t0
 
 
 def _trim(hist, has_val, in_epoch):
