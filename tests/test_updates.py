@@ -24,23 +24,26 @@ RULES = {
     "adamw-wd": AdamW(betas=(0.85, 0.995), weight_decay=0.1),
     "rmsprop": RMSprop(),
     "rmsprop-mom": RMSprop(alpha=0.9, momentum=0.5, weight_decay=0.01),
+    # weight decay on the weight matrices only (a torch parameter group without decay
+    # for the biases)
+    "momentum-wd-w": SGD(momentum=0.9, weight_decay=0.05, decay_biases=False),
+    "adamw-w": AdamW(weight_decay=0.1, decay_biases=False),
 }
 LR = {"sgd": 0.05, "adam": 0.003, "adamw": 0.003, "rmsprop": 0.002}
 
 
-def torch_optimizer(rule, params, lr):
+def torch_optimizer(rule, params, lr, bias=False):
     h = rule.hyper()
+    wd = 0.0 if bias and not h["decay_biases"] else h["weight_decay"]
     if rule.family == "sgd":
         return torch.optim.SGD(params, lr=lr, momentum=h["momentum"],
-                               nesterov=h["nesterov"], weight_decay=h["weight_decay"],
-                               foreach=False)
+                               nesterov=h["nesterov"], weight_decay=wd, foreach=False)
     if rule.family in ("adam", "adamw"):
         cls = torch.optim.Adam if rule.family == "adam" else torch.optim.AdamW
         return cls(params, lr=lr, betas=tuple(h["betas"]), eps=h["eps"],
-                   weight_decay=h["weight_decay"], foreach=False)
+                   weight_decay=wd, foreach=False)
     return torch.optim.RMSprop(params, lr=lr, alpha=h["alpha"], eps=h["eps"],
-                               momentum=h["momentum"], weight_decay=h["weight_decay"],
-                               foreach=False)
+                               momentum=h["momentum"], weight_decay=wd, foreach=False)
 
 
 def torch_train(net, X, y, loss, rule, lr, epochs, spans, scales=None):
@@ -53,7 +56,7 @@ def torch_train(net, X, y, loss, rule, lr, epochs, spans, scales=None):
     L = len(Ws)
     scales = scales or [1.0] * L
     opts = [(torch_optimizer(rule, [Ws[l]], lr * scales[l]),
-             torch_optimizer(rule, [bs[l]], lr * scales[l])) for l in range(L)]
+             torch_optimizer(rule, [bs[l]], lr * scales[l], bias=True)) for l in range(L)]
     Xt = torch.tensor(X, dtype=torch.float64)
     act = {"relu": torch.relu, "tanh": torch.tanh}[net.activation]
 
@@ -152,8 +155,8 @@ def test_every_mode_and_rule_is_exact_or_refused(mode, rule, schedule, dtype, to
     cls = poswise.SCHEDULES[schedule]
     kw = dict(loss="cross_entropy", update=rule)
     lr = LR[get_update(rule).family]
-    if mode == "dual" and rule != "sgd":
-        with pytest.raises(ValueError, match="first_layer='dual' needs .* plain SGD"):
+    if mode == "dual" and get_update(rule).family != "sgd":
+        with pytest.raises(ValueError, match="first_layer='dual' needs .* SGD family"):
             cls(lr, first_layer=mode, **kw).fit(net, X, y, epochs=5)
         h = cls(lr, first_layer="auto", **kw).fit(net, X, y, epochs=5)
         assert h.first_layer != "dual"
@@ -161,6 +164,12 @@ def test_every_mode_and_rule_is_exact_or_refused(mode, rule, schedule, dtype, to
     h = cls(lr, first_layer=mode, **kw).fit(net, X, y, epochs=5)
     assert h.first_layer == mode
     cls(lr, backend="numpy", **kw).fit(twin, X, y, epochs=5)
+    if mode == "dual":     # weight decay moves the W0_init coefficient too
+        kw["update"] = get_update(rule, weight_decay=0.05)
+        net, twin = MLP((40, 6, 5, 3), rng=0, dtype=dtype), MLP((40, 6, 5, 3), rng=0,
+                                                                  dtype=dtype)
+        cls(lr, first_layer=mode, **kw).fit(net, X, y, epochs=5)
+        cls(lr, backend="numpy", **kw).fit(twin, X, y, epochs=5)
     for a, b in zip(net.weights + net.biases, twin.weights + twin.biases):
         assert rel_err(a, b) <= tol
 
@@ -331,3 +340,20 @@ def test_multilabel_bce_matches_torch():
         assert rel_err(a, b.detach().numpy()) <= 1e-10
     assert net.predict(X).shape == (40, 3)
     del Wt
+
+
+@pytest.mark.parametrize("rule", [SGD(momentum=0.9, weight_decay=0.01),
+                                  SGD(momentum=0.5, nesterov=True), SGD(weight_decay=0.1)])
+def test_dual_resume_and_rollback_with_momentum(tmp_path, rule):
+    """The dual first layer's coefficients (C, a, V, va) are checkpointed and resumed bit
+    for bit, and interrupting mid-run leaves net and checkpoint consistent."""
+    X, y = _data(12, 60, 3, "cross_entropy", seed=6)
+    a, b = MLP((60, 5, 3), rng=0), MLP((60, 5, 3), rng=0)
+    kw = dict(loss="cross_entropy", update=rule, first_layer="dual")
+    h = PositionWise(0.05, **kw).fit(a, X, y, epochs=10)
+    assert h.first_layer == "dual"
+    ck = tmp_path / "ck.npz"
+    PositionWise(0.05, **kw).fit(b, X, y, epochs=4, checkpoint=ck)
+    PositionWise(0.05, **kw).fit(b, X, y, epochs=10, resume=ck)
+    for x, z in zip(a.weights + a.biases, b.weights + b.biases):
+        np.testing.assert_array_equal(x, z)

@@ -311,7 +311,8 @@ class _Loop:
                 with self.net._lock:
                     self.net._sync = self.sync
                 if self.plan.minibatch:
-                    self.batches = _Batches(self.X, self.y, self.tr.batch_size)
+                    self.batches = _Batches(self.X, self.y, self.tr.batch_size,
+                                        self.tr.shuffle)
                 self.bar = _progress(self.o.progress, self.o.epochs, type(self.tr).__name__)
                 self._start()
                 self._loop()
@@ -528,18 +529,18 @@ def _caller_level():
 
 
 class _Batches:
-    """Shuffled mini-batches of (X, y) in preallocated buffers."""
+    """Mini-batches of (X, y) in preallocated buffers, shuffled or in data order."""
 
-    def __init__(self, X, y, size):
-        self.X, self.y, self.B = X, y, size
+    def __init__(self, X, y, size, shuffle=True):
+        self.X, self.y, self.B, self.shuffle = X, y, size, shuffle
         self.Xb = np.empty((size,) + X.shape[1:], dtype=X.dtype)
         self.yb = np.empty((size,) + y.shape[1:], dtype=y.dtype)
 
     def run(self, eng, gen, lr):
-        """One pass over shuffled batches, one schedule step each; False on a
-        non-finite parameter."""
+        """One pass over the batches, one schedule step each; False on a non-finite
+        parameter."""
         N = self.X.shape[0]
-        perm = gen.permutation(N)
+        perm = gen.permutation(N) if self.shuffle else np.arange(N)
         for start in range(0, N, self.B):
             idx = perm[start:start + self.B]
             nb = idx.shape[0]
