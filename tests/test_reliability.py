@@ -314,6 +314,9 @@ def test_real_sigint_from_another_thread(how, config):
     X, y = classification_data(n=400, d=50)
     net0 = MLP([50, 32, 32, 1], activation="tanh", rng=3)
     net = net0.copy()
+    # the first fit of a process imports the kernels: warm up, so that the interrupt
+    # lands in training (an interrupt during preparation propagates, by design)
+    trainer(config, 0.01).fit(net0.copy(), X, y, epochs=1)
     t0 = time.perf_counter()
     timer = _send_sigint_later(how, 0.25)
     try:

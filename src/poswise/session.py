@@ -24,12 +24,15 @@ interrupt handler relies on them; a new fast path must keep them):
    -- are those after the last recorded epoch. Inside an epoch they may be partly updated;
    the engine's backup then holds the epoch's start: mini-batch epochs take the snapshot
    before ``in_epoch`` is set; a full-batch ``engine.epoch`` takes it itself before its
-   first change, and a change always advances the rule's step counts (``t_mark``), so a
-   rollback happens exactly when something changed.
+   first change, and a change always advances the rule's step counts (``t_mark``: their
+   bytes before the epoch), so a rollback happens exactly when something changed.
 3. Shuffling: ``rng_state`` is the generator's state at the start of the current epoch.
 4. Readers: parameters change only under the network's lock, followed by
    ``net._changed()`` (readers' snapshots are taken under the same lock).
 5. Every file written is a complete checkpoint of a recorded epoch (atomic writes).
+
+(Longer than the usual 400 lines: the loop, its interrupt handling and the end of a fit
+share these invariants and are kept together, in one place to read and to extend.)
 """
 import math
 import sys
@@ -235,7 +238,7 @@ class _Loop:
         self.started = False       # the training phase began: fit returns a History
         self.in_epoch = False
         self.current = None        # the epoch being run
-        self.t_mark = None         # sum of the step counts before a full-batch epoch
+        self.t_mark = None         # the step counts before a full-batch epoch
         self.rng_state = None
         self.stop = None
         self.pending = None        # a chunk of epochs being run: (first epoch, count)
@@ -438,9 +441,10 @@ class _Loop:
     def _epoch(self):
         """One epoch under the network's lock (readers see whole epochs); NaN, with the
         epoch undone, if the loss or a parameter became non-finite."""
-        eng, net, gen = self.eng, self.net, self.gen
+        eng, net = self.eng, self.net
         with net._lock:
             if self.plan.minibatch:
+                gen = self.gen
                 self.rng_state = gen.bit_generator.state
                 eng.snapshot()
                 self.t_mark = None
@@ -449,19 +453,19 @@ class _Loop:
                 eng.set_data(self.X, self.y, sample_weight=self.o.sample_weight)
                 loss = eng.forward() if ok else float("nan")
             else:
-                self.t_mark = int(self.state["t"].sum())
+                self.t_mark = self.state["t"].tobytes()
                 self.in_epoch = True
                 loss = eng.epoch(self.lr)
             if not math.isfinite(loss):
                 self._rollback()
                 if self.plan.minibatch:
                     eng.forward()
-            net._changed()
+            net._snap = None           # (net._changed(), the lock being held)
         return loss
 
     def _rollback(self):
         """Undo the current epoch (idempotent): parameters, rule state, shuffling."""
-        if self.t_mark is None or int(self.state["t"].sum()) != self.t_mark:
+        if self.t_mark is None or self.state["t"].tobytes() != self.t_mark:
             self.eng.rollback()
         if self.gen is not None and self.rng_state is not None:
             self.gen.bit_generator.state = self.rng_state
@@ -668,6 +672,8 @@ class _Clock:
 
 
 class _Excluded:
+    # a module-level class: one defined per call made every call grow object's
+    # subclass table (seen as a slow memory creep over many fits)
     def __init__(self, clock):
         self.clock = clock
 
