@@ -116,8 +116,9 @@ class _Trainer:
         callbacks : sequence of callables
             Each is called as ``callback(epoch, history)`` after every epoch (and with
             epoch 0 before training); one that returns True stops training. A callback
-            may read the network (``net.weights`` gives the current values) but must not
-            train it or replace its arrays.
+            may read the network (``net.weights`` and ``net.biases`` are a read-only
+            snapshot of the last completed epoch) but cannot change it: the arrays are
+            read-only during a fit, and a second fit of the same network is refused.
         progress : bool or object
             Print progress to stderr, or an object with ``update(epoch, loss)`` and
             ``close()`` (see :mod:`poswise.progress`).
