@@ -222,6 +222,37 @@ def test_concurrent_fits_share_the_pool_safely(monkeypatch):
         assert _max_rel(net, ref) <= BOUND
 
 
+@requires_direct
+def test_pool_works_in_a_forked_child(monkeypatch):
+    """A child forked after the pool started has none of its workers: it must start its
+    own instead of waiting for the parent's (which do not exist in the child)."""
+    import os
+    import time
+    X, y, sizes = _fused_case(monkeypatch)
+    ref, _ = _reference("fused", lambda: _train(poswise.GradientDescent, sizes, X, y, 1,
+                                                first_layer="direct"))
+    _train(poswise.GradientDescent, sizes, X, y, 4, first_layer="direct")   # pool running
+    pid = os.fork()
+    if pid == 0:                                   # the child: never returns into pytest
+        code = 3
+        try:
+            net, _ = _train(poswise.GradientDescent, sizes, X, y, 4, first_layer="direct")
+            code = 0 if _max_rel(net, ref) <= BOUND else 1
+        finally:
+            os._exit(code)
+    deadline = time.monotonic() + 120
+    while True:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            break
+        if time.monotonic() > deadline:
+            os.kill(pid, 9)
+            os.waitpid(pid, 0)
+            pytest.fail("the forked child hung in the thread pool")
+        time.sleep(0.02)
+    assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
+
+
 # ------------------------------------------------------------------ MNIST-shaped, 1..16
 
 @pytest.mark.slow
