@@ -57,15 +57,20 @@ out = {"floor_s": [], "epoch_s": {}, "ratio": {}, "first_layer": {}, "threads": 
 def fit(cls, epochs):
     net = bc.make_net(shape, dtype)
     t0 = time.perf_counter()
-    hist = cls(shape.lr, loss=shape.loss).fit(net, X, y, epochs=epochs)
+    hist = cls(shape.lr, loss=shape.loss, threads=THREADS).fit(net, X, y, epochs=epochs)
     return time.perf_counter() - t0, hist
+
+from contextlib import nullcontext
+from threadpoolctl import threadpool_limits
+limit = (lambda: threadpool_limits(THREADS)) if THREADS else nullcontext
 
 for sched, cls in (("gd", GradientDescent), ("pwo", PositionWise)):
     fit(cls, 1)                                   # warm-up: imports, pool, pages of X
     eps, ratios = [], []
     for r in range(REPS):
         if floor is not None:
-            f = floor.run(K)["epoch_s"]
+            with limit():
+                f = floor.run(K)["epoch_s"]
             out["floor_s"].append(f)
         t1, _ = fit(cls, K)
         t2, hist = fit(cls, 2 * K)
@@ -140,13 +145,11 @@ def commit_of(src):
 def run_child(src, case, dtype, isa, threads):
     shape, k, reps = CASES[case]
     code = (f"BENCH = {str(HERE)!r}; SHAPE = {shape!r}; DTYPE = {dtype!r}; K = {k}; "
-            f"REPS = {reps}\n" + CHILD)
+            f"REPS = {reps}; THREADS = {threads!r}\n" + CHILD)
     env = dict(os.environ, PYTHONPATH=str(src))
     env.pop("POSWISE_BENCH_SMOKE", None)
     if isa != "auto":
         env["POSWISE_ISA"] = isa
-    if threads:
-        env["POSWISE_BENCH_THREADS"] = str(threads)
     res = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
                          text=True, timeout=3600)
     if res.returncode != 0:
@@ -165,6 +168,9 @@ def main(argv=None):
     ap.add_argument("--cases", default="mnist,cifar,tiny")
     ap.add_argument("--dtypes", default=",".join(DTYPES))
     ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--threads", type=int, default=None,
+                    help="threads= of the fits and BLAS threads of the floor (default: the "
+                         "library's, every core); 1 is the robust choice on a loaded machine")
     ap.add_argument("-o", "--output", help="output JSON (one class only)")
     args = ap.parse_args(argv)
     info = cpu_info()
@@ -180,6 +186,7 @@ def main(argv=None):
                        for k, v in builds.items()},
             "command": "python benchmarks/ab.py " + " ".join(argv or sys.argv[1:]),
             "load_before": os.getloadavg(), "rounds": args.rounds,
+            "threads": args.threads or "library default (every core)",
             "measure": "marginal wall time of an epoch through fit, (t(2k) - t(k)) / k; "
                        "floor: numpy's two products with X; medians",
             "runs": [],
@@ -190,18 +197,20 @@ def main(argv=None):
                     order = list(builds) if rnd % 2 == 0 else list(builds)[::-1]
                     for build in order:
                         t0 = time.perf_counter()
-                        out = run_child(builds[build], case, dtype, isa, None)
+                        out = run_child(builds[build], case, dtype, isa, args.threads)
                         out.update(build=build, round=rnd, case=case, dtype=dtype,
                                    wall_s=time.perf_counter() - t0)
                         record["runs"].append(out)
                         print(f"[{cls}] round {rnd} {case} {dtype} {build}: "
                               f"{out['epoch_s']} ratio {out['ratio']}", file=sys.stderr)
-        record["load_after"] = os.getloadavg()
-        path = Path(args.output) if args.output else (
-            HERE / "results" / f"{cls}-{record['date'][:10]}.json")
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(record, indent=1) + "\n")
-        print(f"wrote {path}", file=sys.stderr)
+            # written after every round: a long run that is stopped keeps what it measured
+            record["load_after"] = os.getloadavg()
+            record["rounds_done"] = rnd + 1
+            path = Path(args.output) if args.output else (
+                HERE / "results" / f"{cls}-{record['date'][:10]}.json")
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(json.dumps(record, indent=1) + "\n")
+            print(f"wrote {path}", file=sys.stderr)
 
 
 if __name__ == "__main__":

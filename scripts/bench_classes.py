@@ -79,7 +79,17 @@ def _table(record):
     return head + rows
 
 
-def section_classes(paths):
+def main_class(machine_info):
+    """The CPU class of the main run (pytest-benchmark's machine_info), e.g. for the tables
+    above the per-class section."""
+    cpu = machine_info.get("cpu", {}) or {}
+    flags = set(cpu.get("flags", []))
+    isa = "avx512" if "avx512f" in flags else ("avx2" if {"avx2", "fma"} <= flags
+                                               else "noavx2")
+    return f"{cpu.get('brand_raw', 'unknown CPU')}, {isa}"
+
+
+def section_classes(paths, main_cpu=None):
     """Markdown lines: one subsection and table per CPU class (its newest run)."""
     newest = {}
     for path in paths:
@@ -99,7 +109,9 @@ def section_classes(paths):
              "products with X (the floor) in the same process, alternating, and reports the "
              "median ratio. The table gives the median over rounds. A class named "
              "`…-avx2` on an AVX-512 CPU is the AVX2 path forced with `POSWISE_ISA=avx2` "
-             "(the build before: its CPU check patched to report no AVX-512).", ""]
+             "(the build before: its CPU check patched to report no AVX-512)."
+             + (f" The tables of the other sections are of the main run's class: {main_cpu}."
+                if main_cpu else ""), ""]
     for cls, (path, rec) in sorted(newest.items()):
         cpu = rec["cpu"]
         isas = {r.get("isa") for r in rec["runs"] if r["build"] == "after"}
@@ -110,8 +122,9 @@ def section_classes(paths):
                   f"CPU: {cpu.get('model', '?')}, {cpu.get('cores', '?')} logical cores, "
                   f"vector extensions {', '.join(cpu.get('vector', [])) or 'none'}, "
                   f"L1d {cpu.get('l1d') or '?'} B, L2 {cpu.get('l2') or '?'} B; direct "
-                  f"kernels ran on: {ran or '?'}. {rec['date']} UTC, {rec['rounds']} "
-                  f"rounds; before `{b}`, after `{a}`; load average "
+                  f"kernels ran on: {ran or '?'}. {rec['date']} UTC, {rec.get('rounds_done', rec['rounds'])} "
+                  f"rounds, threads: {rec.get('threads', 'library default')}; before `{b}`, "
+                  f"after `{a}`; load average "
                   f"{', '.join(f'{x:.1f}' for x in rec['load_before'])} → "
                   f"{', '.join(f'{x:.1f}' for x in rec['load_after'])}"
                   + (" (the machine was shared with other jobs: ratios within a process "

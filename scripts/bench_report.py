@@ -23,7 +23,7 @@ import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from bench_classes import default_files, section_classes  # noqa: E402
+from bench_classes import default_files, main_class, section_classes  # noqa: E402
 
 SHAPE_ORDER = ("tiny", "cat", "mnist", "cifar")
 SHAPE_TITLES = {
@@ -480,7 +480,7 @@ def render(path, stat="median", classes=()):
     data, epochs, targets, memory = load(path, stat)
     lines = section_header(data, path, stat)
     lines += section_targets(epochs, memory, stat)
-    lines += section_classes(classes)
+    lines += section_classes(classes, main_class(data.get("machine_info", {})))
     lines += section_epochs(epochs, stat)
     lines += section_targets_time(targets)
     lines += section_memory(memory)
