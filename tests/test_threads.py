@@ -182,8 +182,9 @@ def test_blas_paths_any_thread_count(threads, mode, N, D, cls):
     seen = []
     net, hist = _train(cls, sizes, X, y, threads, seen=seen, first_layer=mode)
     assert hist.first_layer == mode
-    # BLAS ran with the requested number of threads during every epoch
-    assert seen and all(s == {threads} for s in seen)
+    # BLAS ran on several threads, at most the requested number, during every epoch (an
+    # OpenBLAS built for fewer threads than asked clamps the request)
+    assert seen and all(all(min(threads, 2) <= n <= threads for n in s) for s in seen)
     assert _max_rel(net, ref) <= BOUND
 
 
