@@ -89,15 +89,31 @@ def main_class(machine_info):
     return f"{cpu.get('brand_raw', 'unknown CPU')}, {isa}"
 
 
+def _kernel_table(path, rec):
+    rows = [f"| {r['case']} | {r['what']} | {r['before_s'] * 1e3:.3f} | "
+            f"{r['after_s'] * 1e3:.3f} | {r['after_over_before']:.2f} | "
+            f"{'yes' if r.get('bit_identical') else ('–' if 'bit_identical' not in r else 'NO')} |"
+            for r in rec["summary"]]
+    return ([f"Kernels alone (`benchmarks/kernel_ab.py`, {rec['date']} UTC, one thread for "
+             f"the products, minimum over repetitions, median over rounds; before "
+             f"`{rec['before']}`, after `{rec['after']}`; file `{os.path.relpath(path)}`):",
+             "", "| case | product | before ms | after ms | after / before | same bits |",
+             "| --- | --- | ---: | ---: | ---: | --- |"] + rows + [""])
+
+
 def section_classes(paths, main_cpu=None):
-    """Markdown lines: one subsection and table per CPU class (its newest run)."""
-    newest = {}
+    """Markdown lines: one subsection and table per CPU class (its newest run of each
+    kind: ``ab.py`` through ``fit``, ``kernel_ab.py`` for the kernels alone)."""
+    newest, kernels = {}, {}
     for path in paths:
         with open(path) as f:
             rec = json.load(f)
         cls = rec["cpu_class"]
-        if cls not in newest or rec["date"] > newest[cls][1]["date"]:
-            newest[cls] = (path, rec)
+        store = kernels if rec.get("kind") == "kernels" else newest
+        if cls not in store or rec["date"] > store[cls][1]["date"]:
+            store[cls] = (path, rec)
+    for cls in kernels:
+        newest.setdefault(cls, None)
     if not newest:
         return []
     lines = ["## Every CPU class: before and after", "",
@@ -112,7 +128,11 @@ def section_classes(paths, main_cpu=None):
              "(the build before: its CPU check patched to report no AVX-512)."
              + (f" The tables of the other sections are of the main run's class: {main_cpu}."
                 if main_cpu else ""), ""]
-    for cls, (path, rec) in sorted(newest.items()):
+    for cls in sorted(newest):
+        if newest[cls] is None:
+            lines += [f"### {cls}", ""] + _kernel_table(*kernels[cls])
+            continue
+        path, rec = newest[cls]
         cpu = rec["cpu"]
         isas = {r.get("isa") for r in rec["runs"] if r["build"] == "after"}
         ran = ", ".join(ISA_NAMES.get(i, "?") for i in sorted(i for i in isas
@@ -131,4 +151,6 @@ def section_classes(paths, main_cpu=None):
                      "are the robust figures)" if rec["load_before"][0] > 1.5 else "")
                   + f". File: `{os.path.relpath(path)}`; command: `{rec['command']}`.", ""]
         lines += _table(rec) + [""]
+        if cls in kernels:
+            lines += _kernel_table(*kernels[cls])
     return lines
