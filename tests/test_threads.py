@@ -30,7 +30,7 @@ import pytest
 from threadpoolctl import threadpool_info
 
 import poswise
-import poswise.trainers as tr
+import poswise._plan as plan
 from poswise._kernels import _core
 from conftest import make_problem, rel_err
 
@@ -107,7 +107,7 @@ def _reference(key, make):
 def _fused_case(monkeypatch):
     # 1100 rows, blocks of 16 rows: 69 blocks, so even 64 threads get whole blocks each
     N, D = 1100, 48
-    monkeypatch.setattr(tr, "FUSED_BLOCK_BYTES", 16 * D * 8)
+    monkeypatch.setattr(plan, "FUSED_BLOCK_BYTES", 16 * D * 8)
     X, y = make_problem(N, D, 3, "cross_entropy", np.random.default_rng(0))
     return X, y, (D, 20, 7, 3)
 
@@ -133,7 +133,7 @@ def test_fused_gd_any_thread_count(monkeypatch, kstats, threads):
 @pytest.mark.parametrize("threads", THREADS)
 def test_row_threaded_pwo_any_thread_count(kstats, threads):
     # N = SPAN_THREAD_MIN_ROWS rows: the span steps split their rows over the threads
-    N, D = tr.SPAN_THREAD_MIN_ROWS, 24
+    N, D = plan.SPAN_THREAD_MIN_ROWS, 24
     X, y = make_problem(N, D, 3, "cross_entropy", np.random.default_rng(1))
     sizes = (D, 20, 7, 5, 3)
     ref, _ = _reference("rows", lambda: _train(poswise.PositionWise, sizes, X, y, 1,
