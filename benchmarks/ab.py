@@ -36,7 +36,8 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
-CASES = {"mnist": ("mnist", 2, 5), "cifar": ("cifar", 1, 3), "tiny": ("tiny", 2000, 5)}
+CASES = {"mnist": ("mnist", 2, 5), "cifar": ("cifar", 1, 3), "tiny": ("tiny", 2000, 5),
+         "cat": ("cat", 100, 5)}
 DTYPES = ("float64", "float32")
 SCHEDULES = ("gd", "pwo")
 
