@@ -125,7 +125,7 @@ class TrainingSession:
     # ------------------------------------------------------------------ fit
     def fit(self, X, y, *, epochs, target_loss=None, validation_data=None, monitor="loss",
             callbacks=(), progress=False, checkpoint=None, checkpoint_every=None,
-            resume=None, sample_weight=None):
+            resume=None, sample_weight=None, comm=None, reduction="allreduce"):
         """Train for up to ``epochs`` more epochs; see :meth:`GradientDescent.fit`.
 
         The update rule's state carries over from the previous call of this session.
@@ -153,9 +153,11 @@ class TrainingSession:
         try:
             try:
                 net._acquire(name, token)
-                loop = self._prepare(X, y, validation_data, resume, _Options(
-                    epochs, target_loss, monitor, callbacks, progress, checkpoint,
-                    checkpoint_every), t_start, sample_weight)
+                o = _Options(epochs, target_loss, monitor, callbacks, progress, checkpoint,
+                             checkpoint_every)
+                o.comm, o.reduction = comm, reduction
+                loop = self._prepare(X, y, validation_data, resume, o, t_start,
+                                     sample_weight)
                 return loop.run()
             finally:
                 net._release(token)
@@ -196,7 +198,10 @@ class TrainingSession:
             resumed = _checkpoint.read_checkpoint(resume, tr, net, rule, o.data)
         plan = make_plan(tr, sizes, X.shape[0], X.shape[1], o.epochs, rule,
                          itemsize=X.itemsize,
-                         mode=resumed["history"].first_layer if resumed else None)
+                         mode=resumed["history"].first_layer if resumed else None,
+                         distributed=o.comm is not None)
+        if o.comm is not None:
+            self._agree(o, X, val, sw, plan, where)
         gen = np.random.default_rng(tr.rng) if plan.minibatch else None
         if resumed is not None:
             _checkpoint.check_resumable(resume, resumed, tr, plan, gen, o.monitor)
@@ -204,6 +209,26 @@ class TrainingSession:
             _checkpoint.check_rng_storable(gen, where)
         o.sample_weight = sw
         return _Loop(self, plan, rule, ws, bs, X, y, val, gen, o, resumed, t_start)
+
+
+    def _agree(self, o, X, val, sw, plan, where):
+        """Data-parallel training over ``o.comm``: every rank must train the same thing
+        (checked, the same clear error on every rank); the global row counts."""
+        from .distributed import REDUCTIONS, check_agreement
+        if o.reduction not in REDUCTIONS:
+            raise ValueError(f"The 'reduction' parameter of {where} must be one of "
+                             f"{list(REDUCTIONS)}. Got {o.reduction!r} instead.")
+        if plan.minibatch:
+            raise ValueError(f"{where} with comm= trains full batch: mini-batches over "
+                             f"ranks are not supported (batch_size=None).")
+        extra = {"epochs": o.epochs, "target_loss": o.target_loss, "monitor": o.monitor,
+                 "checkpoint_every": o.checkpoint_every, "reduction": o.reduction,
+                 "sample weights": sw is not None, "validation data": val is not None,
+                 "callbacks": len(o.callbacks), "first layer": plan.first_layer}
+        check_agreement(o.comm, self.net, X, self.trainer, extra=extra)
+        o.n_total = (float(o.comm.allreduce(float(sw.sum()))) if sw is not None
+                     else int(o.comm.allreduce(int(X.shape[0]))))
+        o.nv_total = None if val is None else int(o.comm.allreduce(int(val[0].shape[0])))
 
 
 class _Options:
@@ -216,6 +241,9 @@ class _Options:
         self.checkpoint, self.checkpoint_every = checkpoint, checkpoint_every
         self.data = None        # the data's fingerprints, when checkpointing or resuming
         self.sample_weight = None
+        self.comm = None          # data-parallel training: this rank's rows of the data
+        self.reduction = "allreduce"
+        self.n_total = self.nv_total = None
 
 
 class _Loop:
@@ -241,6 +269,8 @@ class _Loop:
         self.t_mark = None         # the step counts before a full-batch epoch
         self.rng_state = None
         self.stop = None
+        self.runner = None         # data-parallel epochs (poswise.distributed)
+        self.spans = None
         self.pending = None        # a chunk of epochs being run: (first epoch, count)
         self.chunk_buf = None
         self.chunk_size = 1        # the first chunk measures the epoch time
@@ -296,12 +326,23 @@ class _Loop:
         """The engines (the session's cached ones when they still fit)."""
         sess = self.sess
         old_state = sess.state
+        o = self.o
+        if o.comm is not None and self.resumed is None:
+            _broadcast(o.comm, self.ws + self.bs)   # every rank starts from rank 0's weights
         try:
             sess._rule_state(self.rule, self.ws)
             self.eng, self.veng, self.sync, self.dual_arrays = sess._engines(
                 self.plan, self.net, self.ws, self.bs, self.X, self.y, self.val, self.rule,
                 self.resumed, self.o.sample_weight)
             self.state = sess.state
+            if o.comm is not None:
+                from .distributed import EpochRunner
+                self.eng.set_data(self.X, self.y, n_total=o.n_total,
+                                  sample_weight=o.sample_weight)
+                if self.veng is not None:
+                    self.veng.set_data(*self.val, n_total=o.nv_total)
+                self.runner = EpochRunner(o.comm, None, o.reduction)
+                self.spans = self.tr.spans(len(self.ws))
         except BaseException:
             if self.resumed is None:
                 sess.state = old_state
@@ -323,8 +364,9 @@ class _Loop:
                     self.batches = _Batches(self.X, self.y, self.tr.batch_size,
                                             self.tr.shuffle, self.o.sample_weight)
                 self.bar = _progress(self.o.progress, self.o.epochs, type(self.tr).__name__)
-                self._start()
-                self._loop()
+                with _StopRequests(self.runner):
+                    self._start()
+                    self._loop()
             except KeyboardInterrupt:
                 self._undo()
                 self.stop = "interrupted"
@@ -335,7 +377,11 @@ class _Loop:
         """Epoch 0: the initial forward pass and its record, or the resumed history."""
         if self.plan.minibatch:         # a cached engine may point at a batch
             self.eng.set_data(self.X, self.y, sample_weight=self.o.sample_weight)
-        loss = self.eng.forward()
+        if self.runner is not None:
+            self.runner.reset()
+            loss = self.runner.start(self.eng, self.spans)
+        else:
+            loss = self.eng.forward()
         if self.resumed is None:
             if not math.isfinite(loss):
                 raise FloatingPointError(
@@ -372,6 +418,8 @@ class _Loop:
             if self.bar is not None:
                 self.bar.update(e, loss)
             self.stop = _stop_reason(hist, o.callbacks, e, o.epochs)
+            if self.stop is None and self.runner is not None and self.runner.stop_agreed:
+                self.stop = "interrupted"      # some rank was asked to stop: all stop here
             if self.stop is None and o.checkpoint is not None and o.checkpoint_every and \
                     e % o.checkpoint_every == 0:
                 self._save()
@@ -383,7 +431,7 @@ class _Loop:
         the target is checked by the kernel)."""
         o = self.o
         return (not self.plan.minibatch and self.veng is None and not o.callbacks
-                and self.bar is None and o.monitor == "loss")
+                and self.bar is None and o.monitor == "loss" and self.runner is None)
 
     def _chunk(self):
         """Several epochs in one GIL-free call (``engine.run_epochs``), recorded from the
@@ -452,6 +500,13 @@ class _Loop:
                 ok = self.batches.run(eng, gen, self.lr)
                 eng.set_data(self.X, self.y, sample_weight=self.o.sample_weight)
                 loss = eng.forward() if ok else float("nan")
+            elif self.runner is not None:
+                eng.snapshot()
+                self.t_mark = None
+                self.in_epoch = True
+                loss = self.runner(eng, self.spans, self.lr)
+                if not eng.params_finite():   # identical on every rank
+                    loss = float("nan")
             else:
                 self.t_mark = self.state["t"].tobytes()
                 self.in_epoch = True
@@ -467,6 +522,8 @@ class _Loop:
         """Undo the current epoch (idempotent): parameters, rule state, shuffling."""
         if self.t_mark is None or self.state["t"].tobytes() != self.t_mark:
             self.eng.rollback()
+        if self.runner is not None:
+            self.runner.reset()         # its kept gradient was of the undone weights
         if self.gen is not None and self.rng_state is not None:
             self.gen.bit_generator.state = self.rng_state
 
@@ -478,6 +535,10 @@ class _Loop:
             with clock.excluded():
                 vloss = self.veng.forward()
                 vacc = self.veng.accuracy()
+                if self.o.comm is not None:    # shares of the global means
+                    nv = self.val[0].shape[0]
+                    vloss, vacc = self.o.comm.allreduce(np.array([vloss, vacc * nv]))
+                    vacc = vacc / self.o.nv_total
         hist.loss.append(loss)
         hist.seconds.append(seconds)
         if self.veng is not None:
@@ -566,8 +627,8 @@ class _Loop:
         returned); an interrupt during a periodic write is the loop's, during the final
         write it leaves the previous checkpoint in place."""
         path = self.o.checkpoint
-        if path is None:
-            return
+        if path is None or (self.o.comm is not None and self.o.comm.Get_rank() != 0):
+            return                      # data-parallel: rank 0 writes
         from ._checkpoint import write_checkpoint
         try:
             with self.net._lock:
@@ -608,6 +669,44 @@ def _caller_level():
     while f is not None and f.f_globals.get("__name__", "").startswith("poswise."):
         f, level = f.f_back, level + 1
     return level
+
+
+def _broadcast(comm, arrays, root=0):
+    """Every rank's ``arrays`` overwritten in place with ``root``'s (one packed Bcast)."""
+    buf = np.empty(sum(a.size for a in arrays), dtype=arrays[0].dtype)
+    if comm.Get_rank() == root:
+        np.concatenate([a.ravel() for a in arrays], out=buf)
+    comm.Bcast(buf, root=root)
+    pos = 0
+    for a in arrays:
+        a[...] = buf[pos:pos + a.size].reshape(a.shape)
+        pos += a.size
+
+
+class _StopRequests:
+    """During data-parallel training, SIGINT and SIGTERM ask every rank to stop after the
+    running epoch (a flag the epoch's last reduction carries) instead of raising on one
+    rank in the middle of a collective; outside the main thread, nothing changes."""
+
+    def __init__(self, runner):
+        self.runner, self.saved = runner, {}
+
+    def __enter__(self):
+        import signal
+        import threading
+        if self.runner is None or threading.current_thread() is not threading.main_thread():
+            return self
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            self.saved[sig] = signal.signal(sig, self._handler)
+        return self
+
+    def _handler(self, signum, frame):
+        self.runner.request_stop()
+
+    def __exit__(self, *exc):
+        import signal
+        for sig, old in self.saved.items():
+            signal.signal(sig, old)
 
 
 class _Batches:

@@ -89,7 +89,8 @@ class _Trainer:
 
     def fit(self, net, X, y, *, epochs, target_loss=None, validation_data=None,
             monitor="loss", callbacks=(), progress=False, checkpoint=None,
-            checkpoint_every=None, resume=None, sample_weight=None):
+            checkpoint_every=None, resume=None, sample_weight=None, comm=None,
+            reduction="allreduce"):
         """Train ``net`` in place and return its :class:`History`.
 
         Parameters
@@ -136,6 +137,17 @@ class _Trainer:
             Non-negative weights: the loss becomes the weighted mean (sample i counts
             ``sample_weight[i]`` times; the mean is over the sum of the weights), so
             integer weights train as duplicated samples.
+        comm : mpi4py communicator, optional
+            Data-parallel training: ``X`` and ``y`` (and ``sample_weight``,
+            ``validation_data``) are this rank's rows. The ranks' settings are checked to
+            agree, every rank starts from rank 0's weights, and every span step
+            all-reduces one packed buffer of gradient sums, so all ranks hold identical
+            weights; losses, stopping and the History are global; rank 0 writes the
+            checkpoints; SIGINT/SIGTERM on any rank stops all after the same epoch. Full
+            batch only. See docs/scaling.md and :mod:`poswise.distributed`.
+        reduction : {"allreduce", "ordered"}
+            How the ranks' sums are added: MPI's Allreduce, or gathered and summed in
+            rank order (the same bits whatever the MPI library's algorithm).
 
         Returns
         -------
@@ -154,7 +166,8 @@ class _Trainer:
         return self.session(net).fit(
             X, y, epochs=epochs, target_loss=target_loss, validation_data=validation_data,
             monitor=monitor, callbacks=callbacks, progress=progress, checkpoint=checkpoint,
-            checkpoint_every=checkpoint_every, resume=resume, sample_weight=sample_weight)
+            checkpoint_every=checkpoint_every, resume=resume, sample_weight=sample_weight,
+            comm=comm, reduction=reduction)
 
 
 _COMMON_DOC = """
