@@ -104,7 +104,8 @@ class BlockReader:
         if isinstance(raw, np.ndarray) and raw.dtype == self.dtype and raw.flags.c_contiguous:
             block = raw.view(np.ndarray)
         else:
-            block = np.ascontiguousarray(np.asarray(raw), dtype=self.dtype)
+            with np.errstate(over="ignore"):      # reported just below, naming the rows
+                block = np.ascontiguousarray(np.asarray(raw), dtype=self.dtype)
         if block.shape != (hi - lo, self.shape[1]):
             raise ValueError(f"{self.name}[{lo}:{hi}] gave shape {block.shape}; expected "
                              f"{(hi - lo, self.shape[1])}.")
