@@ -50,11 +50,22 @@ def main():
         for a in arrays:
             comm.Allreduce(MPI.IN_PLACE, a, op=MPI.SUM)
 
+    # A whole epoch's reductions as poswise.distributed.EpochRunner does them: GD one
+    # buffer of every layer's gradients + the loss; PWO one per span L-1..0.
+    span_sizes = [sum(a.size for a in arrays[2 * first:]) + 1
+                  for first in range(len(sizes) - 2, -1, -1)]
+    span_bufs = [np.ones(k) for k in span_sizes]
+
+    def pwo_epoch():
+        for buf in span_bufs:
+            comm.Allreduce(MPI.IN_PLACE, buf, op=MPI.SUM)
+
     res = {
         "packed": timeit(comm, lambda: comm.Allreduce(MPI.IN_PLACE, packed, op=MPI.SUM),
                          args.repeat),
         "per-array": timeit(comm, per_array, args.repeat),
         "ordered": timeit(comm, lambda: ordered(packed), args.repeat),
+        "PWO epoch": timeit(comm, pwo_epoch, args.repeat),
         "scalar": timeit(comm, lambda: comm.Allreduce(MPI.IN_PLACE, scalar, op=MPI.SUM),
                          args.repeat),
     }

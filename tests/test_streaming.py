@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from dist_cases import RULES, make_case, rel_err, train
-from poswise._streaming import BlockReader, is_streamable
+from poswise._streaming import BlockReader, NpyRows, is_streamable
 from poswise.distributed import run_ranks, rows_for_rank
 
 
@@ -42,7 +42,7 @@ def test_blocks_cover_rows(files, prefetch, block_rows):
     X32 = X.astype(np.float32)
     mm = np.load(d / "x.npy", mmap_mode="r")
     with h5py.File(d / "x.h5", "r") as f:
-        for src in (mm, f["X"], Rows(X32), X32):
+        for src in (mm, f["X"], Rows(X32), X32, NpyRows(d / "x.npy")):
             for dtype in (np.float32, np.float64):
                 r = BlockReader(src, dtype, block_rows=block_rows, prefetch=prefetch)
                 blocks = list(r)
@@ -53,6 +53,25 @@ def test_blocks_cover_rows(files, prefetch, block_rows):
                                               X32.astype(dtype))
                 assert list(r) and r.n_blocks == len(blocks)       # a second pass works
                 r.close()
+
+
+def test_npy_rows(tmp_path):
+    X = np.arange(60, dtype=np.float32).reshape(12, 5)
+    np.save(tmp_path / "x.npy", X)
+    rows = NpyRows(tmp_path / "x.npy")
+    assert rows.shape == X.shape and rows.dtype == X.dtype and len(rows) == 12
+    for lo, hi in ((0, 12), (3, 7), (11, 12), (5, 5)):
+        np.testing.assert_array_equal(rows[lo:hi], X[lo:hi])
+    np.testing.assert_array_equal(rows[-2:], X[-2:])
+    with pytest.raises(TypeError, match="row slices"):
+        rows[::2]
+    np.save(tmp_path / "f.npy", np.asfortranarray(np.zeros((3, 2))))
+    with pytest.raises(ValueError, match="Fortran order"):
+        NpyRows(tmp_path / "f.npy")
+    with open(tmp_path / "x.npy", "r+b") as f:       # cut off the last rows
+        f.truncate(f.seek(0, 2) - 30)
+    with pytest.raises(ValueError, match="truncated"):
+        NpyRows(tmp_path / "x.npy")[8:12]
 
 
 def test_block_size_from_bytes():

@@ -11,12 +11,54 @@ from numbers import Integral
 
 import numpy as np
 
-__all__ = ["BlockReader", "is_streamable", "DEFAULT_BLOCK_BYTES"]
+__all__ = ["BlockReader", "NpyRows", "is_streamable", "DEFAULT_BLOCK_BYTES"]
 
 #: Size of one converted block. Large enough that BLAS runs near its rate on a block and
 #: the per-block overhead (a few Python calls) is negligible, small enough that two blocks
 #: in flight are a small part of a memory budget.
 DEFAULT_BLOCK_BYTES = 16 << 20
+
+
+class NpyRows:
+    """Rows of a 2-D ``.npy`` file read with plain file reads (no memory map).
+
+    A memory map of a file larger than an address-space limit (``ulimit -v``) cannot be
+    created at all, and its resident pages are charged to the process; this reads each
+    requested row range with one ``readinto`` instead. Has ``shape``, ``dtype`` and row
+    slicing (``rows[lo:hi]``), so :class:`BlockReader` takes it like a memmap.
+    """
+
+    def __init__(self, path):
+        from numpy.lib import format as npformat
+        self.path = path
+        with open(path, "rb") as f:
+            major, _ = npformat.read_magic(f)
+            read_header = (npformat.read_array_header_1_0 if major == 1
+                           else npformat.read_array_header_2_0)
+            shape, fortran, dtype = read_header(f)
+            self.offset = f.tell()
+        if len(shape) != 2 or fortran or dtype.hasobject:
+            raise ValueError(f"{path} must hold a C-ordered 2-D numeric array to be read by "
+                             f"rows; it holds shape {shape}, "
+                             f"{'Fortran' if fortran else 'C'} order, dtype {dtype}.")
+        self.shape, self.dtype = tuple(shape), dtype
+        self._row_bytes = shape[1] * dtype.itemsize
+
+    def __len__(self):
+        return self.shape[0]
+
+    def __getitem__(self, key):
+        if not isinstance(key, slice) or key.step not in (None, 1):
+            raise TypeError("NpyRows supports contiguous row slices rows[lo:hi] only.")
+        lo, hi, _ = key.indices(self.shape[0])
+        out = np.empty((max(0, hi - lo), self.shape[1]), dtype=self.dtype)
+        if out.size == 0:
+            return out
+        with open(self.path, "rb") as f:
+            f.seek(self.offset + lo * self._row_bytes)
+            if f.readinto(out.reshape(-1).view(np.uint8)) != out.nbytes:
+                raise ValueError(f"{self.path} is truncated: rows [{lo}, {hi}) are missing.")
+        return out
 
 
 def is_streamable(X):
