@@ -32,16 +32,35 @@ def spans_of(schedule, L):
     return gd_spans(L) if schedule == "gd" else pwo_spans(L)
 
 
+ENGINES = ("ref", "numpy", "cython")
+
+
+def make_engine(kind, W, b, loss, update, n_rows, spans):
+    """The test engine ("ref", tests/engine_ref.py) or poswise's ("numpy", "cython")."""
+    if kind == "ref":
+        return RefEngine(W, b, loss, update=update)
+    from poswise._plan import _new_engine
+    from poswise.session import new_rule_state
+    from poswise.updates import get_update
+    rule = get_update(update)
+    return _new_engine(kind, W, b, loss, "relu", 0.01, 30.0, 0.35, n_rows, rule=rule,
+                       state=new_rule_state(rule, W), spans=spans)
+
+
 def train(X, y, W, b, *, schedule, update, epochs, loss="cross_entropy", comm=None,
-          n_total=None, reader=None, reduction="allreduce", lr=None):
+          n_total=None, reader=None, reduction="allreduce", lr=None, engine="ref"):
     """Train copies of (W, b) on (X, y); return (weights, biases, losses), the losses as
     in a History: the initial one, then one per epoch."""
     W = [w.copy() for w in W]
     b = [v.copy() for v in b]
-    eng = RefEngine(W, b, loss, update=update)
+    spans = spans_of(schedule, len(W))
+    eng = make_engine(engine, W, b, loss, update, len(y), spans)
+    if X is None:
+        # Streamed: the engine only needs X's shape here (the runner gives it every block
+        # through window()); poswise's engines want an array of the rows' count.
+        X = np.zeros((len(y), W[0].shape[1]), W[0].dtype) if engine != "ref" else None
     eng.set_data(X, y, n_total=n_total)
     runner = EpochRunner(comm, reader=reader, reduction=reduction)
-    spans = spans_of(schedule, len(W))
     lr = LRS[update] if lr is None else lr
     losses = [runner(eng, spans, lr) for _ in range(epochs)]
     return W, b, [runner.initial_loss] + losses

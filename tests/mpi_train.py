@@ -25,6 +25,11 @@ REDUCTIONS_OF = {rule: ("allreduce", "ordered") if rule in ("sgd", "adam") else 
                  for rule in RULES}
 
 
+# poswise's compiled engine (the test engine and the numpy twin are covered on simulated
+# ranks).
+ENGINE = "cython"
+
+
 class Trainer:                     # stands for a trainer's public settings
     def __init__(self, lr, update):
         self.lr, self.update, self.loss = lr, update, "bce"
@@ -42,7 +47,8 @@ def main():
             for rule in RULES:
                 for red in REDUCTIONS_OF[rule]:
                     Wk, bk, losses = train_rank(comm, X, y, W, b, schedule=schedule,
-                                                update=rule, epochs=20, reduction=red)
+                                                update=rule, epochs=20, reduction=red,
+                                                engine=ENGINE)
                     key = f"{schedule}_{rule}_{red}"
                     for l, (w, v) in enumerate(zip(Wk, bk)):
                         res[f"{key}_W{l}"], res[f"{key}_b{l}"] = w, v

@@ -16,8 +16,8 @@ import pytest
 import poswise
 import poswise.datasets
 import poswise.updates
-from dist_cases import RULES, make_case, rel_err, train, train_rank
-from mpi_train import REDUCTIONS_OF
+from dist_cases import ENGINES, LRS, RULES, make_case, rel_err, train, train_rank
+from mpi_train import ENGINE, REDUCTIONS_OF
 from poswise.distributed import (DistributedError, MPILaunchError, Reduction,
                                  broadcast_network, check_agreement, check_launch,
                                  collective_call, default_threads, launch_info,
@@ -267,33 +267,40 @@ def test_agreement_passes_and_broadcasts():
 
 # ------------------------------------------------------------------ epoch runner
 
-@pytest.mark.parametrize("schedule, cls", [("gd", poswise.GradientDescent),
-                                           ("pwo", poswise.PositionWise)])
-@pytest.mark.parametrize("loss", ["bce", "cross_entropy", "mse"])
-def test_runner_matches_trainer(schedule, cls, loss):
-    """One process: the runner + the test engine give poswise's numpy trainer (plain SGD)."""
+SCHEDULES = {"gd": poswise.GradientDescent, "pwo": poswise.PositionWise}
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+@pytest.mark.parametrize("schedule", ["gd", "pwo"])
+@pytest.mark.parametrize("loss, update", [("bce", "sgd"), ("mse", "sgd")]
+                         + [("cross_entropy", r) for r in RULES])
+def test_runner_matches_trainer(schedule, loss, update, engine):
+    """One process: the runner over each engine gives poswise's trainer (numpy backend),
+    weights and History losses (initial loss first)."""
     sizes = (6, 5, 4, 1 if loss == "bce" else 3)
     X, y, W, b = make_case(sizes=sizes, loss=loss)
-    Wr, br, losses = train(X, y, W, b, schedule=schedule, update="sgd", epochs=15,
-                           loss=loss, lr=0.2)
+    Wr, br, losses = train(X, y, W, b, schedule=schedule, update=update, epochs=15,
+                           loss=loss, engine=engine)
     net = poswise.MLP.from_arrays(W, b)
-    hist = cls(0.2, loss=loss, backend="numpy", first_layer="primal").fit(
-        net, X, y.astype(np.int64) if loss != "mse" else y, epochs=15)
+    hist = SCHEDULES[schedule](LRS[update], loss=loss, update=update, backend="numpy",
+                               first_layer="primal").fit(net, X, y, epochs=15)
     assert rel_err(Wr + br, net.weights + net.biases) < 1e-12
     np.testing.assert_allclose(losses, hist.loss, rtol=1e-12)
 
 
+@pytest.mark.parametrize("engine", ENGINES)
 @pytest.mark.parametrize("update", RULES)
 @pytest.mark.parametrize("schedule", ["gd", "pwo"])
-def test_ranks_match_single_process(schedule, update):
+def test_ranks_match_single_process(schedule, update, engine):
     """K = 1..4 simulated ranks, both reductions: the single process's weights (1e-12) and
-    losses, the same bits on every rank."""
+    losses, the same bits on every rank; the test engine and poswise's two."""
     X, y, W, b = make_case()
-    W1, b1, loss1 = train(X, y, W, b, schedule=schedule, update=update, epochs=20)
+    W1, b1, loss1 = train(X, y, W, b, schedule=schedule, update=update, epochs=20,
+                          engine=engine)
     for K in (1, 2, 3, 4):
         for red in ("allreduce", "ordered"):
             out = run_ranks(K, train_rank, X, y, W, b, schedule=schedule, update=update,
-                            epochs=20, reduction=red)
+                            epochs=20, reduction=red, engine=engine)
             for Wk, bk, lk in out:
                 assert rel_err(Wk + bk, W1 + b1) <= 1e-12, (K, red)
                 np.testing.assert_allclose(lk, loss1, rtol=1e-12)
@@ -372,7 +379,7 @@ def test_missing_mpirun_skips(monkeypatch):
 @pytest.fixture(scope="module")
 def single_runs():
     X, y, W, b = make_case()
-    return {(s, r): train(X, y, W, b, schedule=s, update=r, epochs=20)
+    return {(s, r): train(X, y, W, b, schedule=s, update=r, epochs=20, engine=ENGINE)
             for s in ("gd", "pwo") for r in RULES}
 
 

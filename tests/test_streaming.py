@@ -7,7 +7,7 @@ import h5py
 import numpy as np
 import pytest
 
-from dist_cases import RULES, make_case, rel_err, train
+from dist_cases import ENGINES, RULES, make_case, rel_err, train
 from poswise._streaming import BlockReader, NpyRows, is_streamable
 from poswise.distributed import run_ranks, rows_for_rank
 
@@ -155,17 +155,19 @@ def _on_disk(tmp_path, X, kind):
     return f["X"], f
 
 
+@pytest.mark.parametrize("engine", ENGINES)
 @pytest.mark.parametrize("kind", ["memmap", "hdf5"])
 @pytest.mark.parametrize("schedule", ["gd", "pwo"])
 @pytest.mark.parametrize("update", ["sgd", "adam", "rmsprop"])
-def test_streamed_equals_in_memory(tmp_path, kind, schedule, update):
+def test_streamed_equals_in_memory(tmp_path, kind, schedule, update, engine):
     X, y, W, b = make_case(N=41)
-    W1, b1, l1 = train(X, y, W, b, schedule=schedule, update=update, epochs=20)
+    W1, b1, l1 = train(X, y, W, b, schedule=schedule, update=update, epochs=20,
+                       engine=engine)
     Xd, f = _on_disk(tmp_path, X, kind)
     try:
         reader = BlockReader(Xd, np.float64, block_rows=6)
         Ws, bs, ls = train(None, y, W, b, schedule=schedule, update=update, epochs=20,
-                           reader=reader)
+                           reader=reader, engine=engine)
     finally:
         if f is not None:
             f.close()
@@ -200,12 +202,14 @@ def test_reads_of_X_per_epoch(schedule, passes):
     assert rows_read == len(y) * (1 + passes * epochs)
 
 
+@pytest.mark.parametrize("engine", ENGINES)
 @pytest.mark.parametrize("schedule", ["gd", "pwo"])
 @pytest.mark.parametrize("update", RULES)
-def test_streamed_ranks_equal_single_process(tmp_path, schedule, update):
+def test_streamed_ranks_equal_single_process(tmp_path, schedule, update, engine):
     """Two simulated ranks, each streaming its rows of one memmap file."""
     X, y, W, b = make_case(N=29)
-    W1, b1, l1 = train(X, y, W, b, schedule=schedule, update=update, epochs=20)
+    W1, b1, l1 = train(X, y, W, b, schedule=schedule, update=update, epochs=20,
+                       engine=engine)
     np.save(tmp_path / "x.npy", X)
 
     def rank(comm):
@@ -213,7 +217,7 @@ def test_streamed_ranks_equal_single_process(tmp_path, schedule, update):
         Xr = np.load(tmp_path / "x.npy", mmap_mode="r")[rows]
         reader = BlockReader(Xr, np.float64, block_rows=4)
         return train(None, y[rows], W, b, schedule=schedule, update=update, epochs=20,
-                     comm=comm, n_total=len(y), reader=reader)
+                     comm=comm, n_total=len(y), reader=reader, engine=engine)
 
     out = run_ranks(2, rank)
     for Wk, bk, lk in out:
