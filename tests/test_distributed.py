@@ -331,6 +331,28 @@ def test_one_reduction_per_span(schedule, per_epoch):
         assert after_reset == 1 + per_epoch
 
 
+def test_stop_request_is_agreed_after_the_same_epoch():
+    """A stop asked on one rank (a signal handler) stops every rank after the same epoch."""
+    from dist_cases import RefEngine, spans_of
+    from poswise.distributed import EpochRunner
+    X, y, W, b = make_case()
+
+    def rank(comm):
+        rows = rows_for_rank(len(y), comm.Get_rank(), comm.Get_size())
+        eng = RefEngine([w.copy() for w in W], [v.copy() for v in b], "cross_entropy")
+        eng.set_data(X[rows], y[rows], n_total=len(y))
+        run = EpochRunner(comm)
+        for epoch in range(1, 20):
+            if comm.Get_rank() == 2 and epoch == 4:
+                run.request_stop()
+            run(eng, spans_of("pwo", 3), 0.1)
+            if run.stop_agreed:
+                return epoch
+        return None
+
+    assert run_ranks(3, rank) == [4, 4, 4]
+
+
 def test_float32_ranks_agree():
     X, y, W, b = make_case(dtype=np.float32)
     W1, b1, _ = train(X, y, W, b, schedule="pwo", update="adam", epochs=10)

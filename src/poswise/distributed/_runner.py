@@ -12,6 +12,10 @@ An engine (``poswise._kernels._core.Engine`` or its numpy twin) offers ``forward
   first span (computed right after the epoch's last forward pass): the loss of the
   finished epoch needs a reduction anyway, and this way a GD epoch costs one reduction,
   a PWO epoch L — the minimum;
+* the same reduction carries a stop flag: a rank that was asked to stop (Ctrl-C, SIGTERM
+  from the launcher) sets it with :meth:`EpochRunner.request_stop`; after the epoch every
+  rank reads the same :attr:`EpochRunner.stop_agreed` and all stop after that same,
+  completed epoch, without an extra collective;
 * with a :class:`~poswise._streaming.BlockReader`, the passes that need ``X`` (a span from
   layer 0) read it block by block through ``engine.window``: GD reads X once per epoch
   (forward and gradient of each block together), PWO twice (the gradient of span 0, then
@@ -67,7 +71,9 @@ class EpochRunner:
         self.comm = comm
         self.reader = reader
         self.reduce = Reduction(comm, reduction) if comm is not None else None
-        self._packed = {}          # span first -> float64 buffer: gradient, then loss share
+        self._packed = {}          # span first -> float64 buffer: gradient, stop flag, loss
+        self._stop = False         # this rank was asked to stop
+        self.stop_agreed = False   # some rank was asked to stop (same on every rank)
         self._pending = None       # (engine, first, view) of a reduced, unapplied gradient
         self.initial_loss = None   # global loss of the weights the run started from
         self.n_reductions = 0
@@ -75,6 +81,11 @@ class EpochRunner:
     def reset(self):
         """Forget the gradient kept for the next epoch (the weights were changed)."""
         self._pending = None
+
+    def request_stop(self):
+        """Ask all ranks to stop after the epoch that is running (safe in a signal
+        handler: it only sets a flag, read at the epoch's last reduction)."""
+        self._stop = True
 
     # ------------------------------------------------------------------ passes
     def _stream(self, engine, fn):
@@ -123,29 +134,38 @@ class EpochRunner:
 
     # ------------------------------------------------------------------ reduction
     def _reduce(self, first, view, share):
-        """Sum ``[view, share]`` over the ranks into the span's packed buffer; return the
-        global loss."""
+        """Sum ``[view, stop flag, share]`` over the ranks into the span's packed buffer;
+        return the global loss."""
         buf = self._packed.get(first)
-        if buf is None or buf.size != view.size + 1:
-            buf = self._packed[first] = np.empty(view.size + 1, dtype=np.float64)
-        buf[:-1] = view.reshape(-1)
+        if buf is None or buf.size != view.size + 2:
+            buf = self._packed[first] = np.empty(view.size + 2, dtype=np.float64)
+        buf[:-2] = view.reshape(-1)
+        buf[-2] = 1.0 if self._stop else 0.0
         buf[-1] = share
         if self.reduce is not None:
             self.reduce(buf)
             self.n_reductions += 1
+        self.stop_agreed = self.stop_agreed or buf[-2] > 0
         return float(buf[-1])
 
     def _apply(self, engine, first, view, lr):
         # The engine's buffer is written from the reduced sum just before the update, so
         # nothing that ran in between (another call of the engine) can have changed it.
-        view.reshape(-1)[...] = self._packed[first][:-1]
+        view.reshape(-1)[...] = self._packed[first][:-2]
         engine.apply(first, lr)
 
     # ------------------------------------------------------------------ epoch
-    def _prime(self, engine, first):
+    def start(self, engine, spans):
+        """Forward pass from layer 0 and the gradient of the first span, reduced; return
+        the global loss of the current weights (a History's epoch-0 loss).
+
+        Called by the first epoch (or the first after :meth:`reset`) if not called before.
+        """
+        first = int(tuple(spans)[0])
         share, view = self._forward_and_gradients(engine, 0, first)
         self.initial_loss = self._reduce(first, view, share)
         self._pending = (engine, first, view)
+        return self.initial_loss
 
     def __call__(self, engine, spans, lr):
         spans = tuple(int(s) for s in spans)
@@ -153,7 +173,7 @@ class EpochRunner:
             raise ValueError("an epoch needs at least one span.")
         p = self._pending
         if p is None or p[0] is not engine or p[1] != spans[0]:
-            self._prime(engine, spans[0])
+            self.start(engine, spans)
         view = self._pending[2]
         self._pending = None          # consumed: an exception below leaves no stale state
         share = None
