@@ -24,6 +24,13 @@ import numpy as np
 SIZES = (784, 20, 7, 5, 10)
 
 
+def _status_mib(key):
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(key + ":"):
+            return round(int(line.split()[1]) / 1024)
+    return None
+
+
 def make(d, gib):
     import h5py
     d.mkdir(parents=True, exist_ok=True)
@@ -97,6 +104,9 @@ def run(d, source, schedule, epochs):
         "first_epoch_s": round(times[0], 3),     # includes the priming forward pass
         "epoch_s": round(float(np.median(times[1:])) if epochs > 1 else times[0], 3),
         "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
+        # resident pages not backed by a file (a memmap's pages are file-backed and count
+        # in the peak RSS above, but the kernel drops them under memory pressure)
+        "rss_anon_mib": _status_mib("RssAnon"),
         "block_rows": None if reader is None else reader.block_rows,
         "losses": [round(v, 7) for v in losses]}))
 

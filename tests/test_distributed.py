@@ -100,6 +100,21 @@ def test_dataset_rows():
         load_dataset_rows("imagenet", rank=0, size=1)
 
 
+@pytest.mark.parametrize("size", [1, 2, 3, 5])
+def test_grid_shares(size):
+    from poswise.distributed import gather_shares, share_of
+    tasks = [f"task{i}" for i in range(7)]
+
+    def rank(comm):
+        mine = share_of(tasks, comm)
+        return mine, gather_shares(comm, [(i, t.upper()) for i, t in mine])
+
+    out = run_ranks(size, rank)
+    assert sorted(i for mine, _ in out for i, _ in mine) == list(range(7))   # each once
+    assert out[0][1] == [t.upper() for t in tasks]
+    assert all(res is None for _, res in out[1:])
+
+
 # ------------------------------------------------------------------ launch
 
 @pytest.mark.parametrize("env, launcher, size", [

@@ -15,13 +15,13 @@ from ._collective import (REDUCTIONS, DistributedError, Reduction, any_rank,
 from ._fake import FakeComm, run_ranks
 from ._launch import (LaunchInfo, MPILaunchError, check_launch, default_threads,
                       launch_info, launched_under_mpi, world)
-from ._rows import (load_dataset_rows, load_h5_rows, load_npy_rows, load_rows,
-                    rank_and_size, rows_for_rank)
+from ._rows import (gather_shares, load_dataset_rows, load_h5_rows, load_npy_rows,
+                    load_rows, rank_and_size, rows_for_rank, share_of)
 from ._runner import EpochRunner, gd_spans, pwo_spans
 
 __all__ = [
     "rows_for_rank", "rank_and_size", "load_npy_rows", "load_h5_rows", "load_rows",
-    "load_dataset_rows",
+    "load_dataset_rows", "share_of", "gather_shares",
     "LaunchInfo", "MPILaunchError", "launch_info", "launched_under_mpi", "check_launch",
     "world", "default_threads",
     "REDUCTIONS", "DistributedError", "Reduction", "collective_call", "any_rank",

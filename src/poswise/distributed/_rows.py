@@ -1,11 +1,12 @@
-"""Which rows of the data a rank owns, and loaders that read only those rows."""
+"""Which rows of the data a rank owns, loaders that read only those rows, and the split of
+independent tasks (a comparison grid) over the ranks."""
 from numbers import Integral
 from pathlib import Path
 
 import numpy as np
 
 __all__ = ["rows_for_rank", "rank_and_size", "load_npy_rows", "load_h5_rows",
-           "load_rows", "load_dataset_rows"]
+           "load_rows", "load_dataset_rows", "share_of", "gather_shares"]
 
 
 def _check_int(value, name, low):
@@ -117,3 +118,22 @@ def load_dataset_rows(name, comm=None, *, rank=None, size=None, **kwargs):
     rows = rows_for_rank(ds.n_train, rank, size)
     return replace(ds, X_train=np.ascontiguousarray(ds.X_train[rows]),
                    y_train=np.ascontiguousarray(ds.y_train[rows]))
+
+
+def share_of(items, comm=None, *, rank=None, size=None):
+    """This rank's share of a list of independent tasks (``poswise compare --mpi``: the
+    seed x lr x optimizer grid): ``[(index, item), ...]`` for every ``size``-th item from
+    ``rank`` on, so long and short tasks mix on every rank."""
+    rank, size = rank_and_size(comm, rank, size)
+    items = list(items)
+    return [(i, items[i]) for i in range(rank, len(items), size)]
+
+
+def gather_shares(comm, pairs, root=0):
+    """On ``root``: the results of :func:`share_of`'s tasks from every rank, as one list
+    in task order (``pairs`` are ``(index, result)``); None on the other ranks."""
+    parts = comm.gather(list(pairs), root=root)
+    if comm.Get_rank() != root:
+        return None
+    merged = sorted((p for part in parts for p in part), key=lambda p: p[0])
+    return [result for _, result in merged]
