@@ -1,7 +1,7 @@
 """Training on X larger than memory: streamed epochs vs the in-memory run (manual).
 
     python benchmarks/bench_streaming.py make DIR [--gib 2]      # DIR/x.npy, DIR/x.h5, DIR/y.npy
-    python benchmarks/bench_streaming.py run DIR SOURCE SCHEDULE [--epochs 3]
+    python benchmarks/bench_streaming.py run DIR SOURCE SCHEDULE [--epochs 3] [--threads 1]
 
 SOURCE is ``memory`` (X loaded whole), ``memmap`` (np.load mmap_mode="r"), ``npyrows``
 (poswise._streaming.NpyRows: plain reads, no mapping) or ``hdf5``. Every source trains the
@@ -50,7 +50,7 @@ def make(d, gib):
     print(f"N={N} D={D}: {N * D * 4 / (1 << 30):.2f} GiB per copy in {d}")
 
 
-def run(d, source, schedule, epochs):
+def run(d, source, schedule, epochs, threads):
     from poswise._plan import _new_engine
     from poswise._streaming import BlockReader, NpyRows
     from poswise.distributed import EpochRunner, gd_spans, pwo_spans
@@ -66,7 +66,8 @@ def run(d, source, schedule, epochs):
     spans = gd_spans(len(W)) if schedule == "gd" else pwo_spans(len(W))
     rule = get_update("sgd")
     eng = _new_engine("cython", W, b, "cross_entropy", "relu", 0.01, 30.0, 0.35, N,
-                      rule=rule, state=new_rule_state(rule, W), spans=spans)
+                      rule=rule, state=new_rule_state(rule, W), spans=spans,
+                      nthreads=threads)
     t0 = time.perf_counter()
     f = None
     reader = None
@@ -90,19 +91,24 @@ def run(d, source, schedule, epochs):
     eng.set_data(X, y)
     setup = time.perf_counter() - t0
     runner = EpochRunner(reader=reader)
-    times, losses = [], []
+    times, cpu, losses = [], [], []
+    from threadpoolctl import threadpool_limits
     for _ in range(epochs):
-        t = time.perf_counter()
-        losses.append(runner(eng, spans, 0.1))
+        t, c = time.perf_counter(), time.process_time()
+        with threadpool_limits(threads):
+            losses.append(runner(eng, spans, 0.1))
         times.append(time.perf_counter() - t)
+        cpu.append(time.process_time() - c)
     if f is not None:
         f.close()
     np.savez(d / f"w_{source}_{schedule}.npz", *W, *b)
     print(json.dumps({
-        "source": source, "schedule": schedule, "N": N, "D": D,
+        "source": source, "schedule": schedule, "N": N, "D": D, "threads": threads,
         "setup_s": round(setup, 3),
         "first_epoch_s": round(times[0], 3),     # includes the priming forward pass
         "epoch_s": round(float(np.median(times[1:])) if epochs > 1 else times[0], 3),
+        # CPU seconds of all the process's threads: robust to other jobs on the machine
+        "epoch_cpu_s": round(float(np.median(cpu[1:])) if epochs > 1 else cpu[0], 3),
         "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
         # resident pages not backed by a file (a memmap's pages are file-backed and count
         # in the peak RSS above, but the kernel drops them under memory pressure)
@@ -128,11 +134,12 @@ def main():
     p.add_argument("schedule", nargs="?", default="gd")
     p.add_argument("--gib", type=float, default=2.0)
     p.add_argument("--epochs", type=int, default=3)
+    p.add_argument("--threads", type=int, default=1, help="BLAS and kernel threads")
     a = p.parse_args()
     if a.cmd == "make":
         make(a.dir, a.gib)
     elif a.cmd == "run":
-        run(a.dir, a.source, a.schedule, a.epochs)
+        run(a.dir, a.source, a.schedule, a.epochs, a.threads)
     else:
         compare(a.dir, a.source or a.schedule)
 

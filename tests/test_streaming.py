@@ -129,6 +129,21 @@ def test_reader_errors(X, match, exc):
         BlockReader(X, np.float64)
 
 
+@pytest.mark.parametrize("check", ["once", "always"])
+def test_finiteness_checked_once_or_always(check):
+    X = np.ones((10, 3))
+    r = BlockReader(X, np.float64, block_rows=4, check=check, prefetch=False)
+    list(r)
+    X[9, 1] = np.inf                   # the data change after a first, clean pass
+    if check == "always":
+        with pytest.raises(ValueError, match=r"rows \[8, 10\)"):
+            list(r)
+    else:
+        assert np.isinf(np.concatenate([b for *_, b in r])).sum() == 1
+    with pytest.raises(ValueError, match="'check'"):
+        BlockReader(X, np.float64, check="never")
+
+
 def test_reader_checks_features_and_block_rows():
     with pytest.raises(ValueError, match="4 features per sample but the network expects 5"):
         BlockReader(np.zeros((3, 4)), np.float64, n_features=5)

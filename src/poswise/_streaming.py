@@ -91,6 +91,9 @@ class BlockReader:
         in-memory ndarray.
     name : str
         Name of ``X`` in error messages.
+    check : {"once", "always"}
+        Check a block for NaN/inf the first time this reader reads it ("once": later
+        epochs read the same rows of the same file) or on every read.
 
     Notes
     -----
@@ -99,7 +102,7 @@ class BlockReader:
     """
 
     def __init__(self, X, dtype, *, n_features=None, block_rows=None,
-                 block_bytes=DEFAULT_BLOCK_BYTES, prefetch="auto", name="X"):
+                 block_bytes=DEFAULT_BLOCK_BYTES, prefetch="auto", name="X", check="once"):
         shape = getattr(X, "shape", None)
         xdt = getattr(X, "dtype", None)
         if shape is None or xdt is None or not hasattr(X, "__getitem__"):
@@ -125,6 +128,11 @@ class BlockReader:
         if prefetch == "auto":
             prefetch = not (isinstance(X, np.ndarray) and not isinstance(X, np.memmap))
         self.prefetch = bool(prefetch) and self.n_blocks > 1
+        if check not in ("once", "always"):
+            raise ValueError(f"The 'check' parameter of BlockReader must be 'once' or "
+                             f"'always'. Got {check!r} instead.")
+        self.check = check
+        self._checked = set()      # (lo, hi) of the blocks found finite
         self._pool = None
 
     @property
@@ -151,8 +159,12 @@ class BlockReader:
         if block.shape != (hi - lo, self.shape[1]):
             raise ValueError(f"{self.name}[{lo}:{hi}] gave shape {block.shape}; expected "
                              f"{(hi - lo, self.shape[1])}.")
+        if self.check == "once" and (lo, hi) in self._checked:
+            return block
         finite = np.isfinite(block)
-        if not finite.all():
+        if finite.all():
+            self._checked.add((lo, hi))
+        else:
             bad = np.argwhere(~finite)
             r, c = bad[0]
             raise ValueError(
