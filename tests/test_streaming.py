@@ -80,6 +80,15 @@ def test_block_size_from_bytes():
     assert not r.prefetch                                       # in-memory array
 
 
+def test_hdf5_blocks_are_whole_chunks(tmp_path):
+    with h5py.File(tmp_path / "c.h5", "w") as f:
+        f.create_dataset("X", data=np.ones((1000, 4)), chunks=(30, 4))
+        f.create_dataset("Y", data=np.ones((1000, 4)), chunks=(30, 2))
+        assert BlockReader(f["X"], np.float64, block_bytes=100 * 32).block_rows == 90
+        assert BlockReader(f["X"], np.float64, block_bytes=10 * 32).block_rows == 30
+        assert BlockReader(f["Y"], np.float64, block_bytes=100 * 32).block_rows == 100
+
+
 def test_memmap_block_is_a_view_of_the_file(files):
     _, d = files
     mm = np.load(d / "x.npy", mmap_mode="r")

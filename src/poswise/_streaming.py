@@ -121,6 +121,11 @@ class BlockReader:
         self.shape = (int(shape[0]), int(shape[1]))
         if block_rows is None:
             block_rows = max(1, int(block_bytes) // (self.shape[1] * self.dtype.itemsize))
+            # An HDF5 dataset stored in chunks of whole rows: blocks of whole chunks, so no
+            # chunk is read (and decompressed) twice for two neighbouring blocks.
+            chunks = getattr(X, "chunks", None)
+            if chunks and len(chunks) == 2 and chunks[1] == self.shape[1]:
+                block_rows = max(1, block_rows // chunks[0]) * chunks[0]
         elif not (isinstance(block_rows, Integral) and block_rows >= 1):
             raise ValueError(f"The 'block_rows' parameter of BlockReader must be an int >= 1. "
                              f"Got {block_rows!r} instead.")
