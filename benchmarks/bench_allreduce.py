@@ -2,7 +2,7 @@
 
 Run under MPI (numbers go to stdout on rank 0; nothing is asserted)::
 
-    mpirun -n 2 python benchmarks/bench_allreduce.py --sizes 784,20,7,5,1 --repeat 2000
+    mpirun -n 2 python benchmarks/bench_allreduce.py --sizes 784,20,7,5,10 --repeat 500
 
 The arrays are those of a GD step (all layers) of an MLP with the given widths: W[l]
 ``(n_{l+1}, n_l)`` and b[l], in float64, plus one slot for the loss share. Methods:
@@ -20,14 +20,21 @@ from poswise.distributed import Reduction
 
 
 def timeit(comm, fn, repeat):
+    """(median, minimum) seconds per call over ``repeat`` calls, each started together.
+
+    Medians, not means: on a shared machine a descheduled rank makes a few calls very
+    slow, which says nothing about the reduction."""
     for _ in range(min(50, repeat)):
         fn()
-    comm.Barrier()
-    t0 = time.perf_counter()
-    for _ in range(repeat):
+    times = np.empty(repeat)
+    for i in range(repeat):
+        comm.Barrier()
+        t0 = time.perf_counter()
         fn()
-    comm.Barrier()
-    return (time.perf_counter() - t0) / repeat
+        times[i] = time.perf_counter() - t0
+    if comm.size > 1:
+        comm.Allreduce(MPI.IN_PLACE, times, op=MPI.MAX)
+    return float(np.median(times)), float(times.min())
 
 
 def main():
@@ -72,8 +79,8 @@ def main():
     if comm.rank == 0:
         print(f"ranks={comm.size} sizes={sizes} doubles={n} ({n * 8 / 1024:.1f} KiB) "
               f"arrays={len(arrays)}")
-        for k, v in res.items():
-            print(f"  {k:10s} {v * 1e6:9.1f} us")
+        for k, (med, low) in res.items():
+            print(f"  {k:10s} median {med * 1e6:9.1f} us   min {low * 1e6:9.1f} us")
 
 
 if __name__ == "__main__":
