@@ -116,8 +116,8 @@ class NumpyEngine:
         self._backup = None
         self._win = None
 
-    def set_data(self, X, y, P=None, G=None, n_total=None):
-        self.X, self.y, self.n_total = X, y, n_total
+    def set_data(self, X, y, P=None, G=None, n_total=None, sample_weight=None):
+        self.X, self.y, self.n_total, self.sw = X, y, n_total, sample_weight
         N = X.shape[0]
         self._win = None
         self.A = [X] + [np.zeros((N, w.shape[1]), dtype=X.dtype) for w in self.W[1:]]
@@ -153,9 +153,10 @@ class NumpyEngine:
                 self.out[rows] = a @ self.W[l].T + self.b[l]
         n_total = self.n_total
         if n_total is None and self._win is not None:
-            n_total = self.X.shape[0]
+            n_total = self.X.shape[0] if self.sw is None else float(np.sum(self.sw))
         value, self.delta[rows] = loss_value_and_delta(
-            self.loss, self.out[rows], self.y[rows], s=self.s, m=self.m, n_total=n_total)
+            self.loss, self.out[rows], self.y[rows], s=self.s, m=self.m, n_total=n_total,
+            weights=None if self.sw is None else self.sw[rows])
         return float(value)
 
     def forward(self, start=0):
@@ -203,7 +204,7 @@ class NumpyEngine:
         t, lrl = int(st["t"][l]), lr * self.scales[l]
         self.rule.apply(self.W[l], gW, [st["s1W"][l], st["s2W"][l]], t, lrl)
         if gb is not None:
-            self.rule.apply(self.b[l], gb, [st["s1b"][l], st["s2b"][l]], t, lrl)
+            self.rule.apply(self.b[l], gb, [st["s1b"][l], st["s2b"][l]], t, lrl, bias=True)
 
     def apply(self, first, lr):
         cosine = self.loss == "am_softmax"
@@ -227,6 +228,16 @@ class NumpyEngine:
         for first in self.spans:
             loss = self.step(first, lr)
         return loss if self._finite() else float("nan")
+
+    def run_epochs(self, k, lr, losses, times, stop_below=-np.inf):
+        """Up to k epochs, as ``_core.Engine.run_epochs``."""
+        import time
+        for i in range(k):
+            losses[i] = self.epoch(lr)
+            times[i] = time.perf_counter()
+            if not np.isfinite(losses[i]) or losses[i] < stop_below:
+                return i + 1
+        return k
 
     def batch_step(self, lr):
         self._forward(0)

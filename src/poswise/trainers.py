@@ -26,12 +26,13 @@ class _Trainer:
     schedule = ""
     label = ""
 
-    def __init__(self, lr, *, loss="bce", batch_size=None, update="sgd", backend="cython",
-                 first_layer="auto", threads=None, rng=None, s=30.0, m=0.35,
-                 on_divergence="stop"):
+    def __init__(self, lr, *, loss="bce", batch_size=None, shuffle=True, update="sgd",
+                 backend="cython", first_layer="auto", threads=None, rng=None, s=30.0,
+                 m=0.35, on_divergence="stop"):
         self.lr = lr
         self.loss = loss
         self.batch_size = batch_size
+        self.shuffle = shuffle
         self.update = update
         self.backend = backend
         self.first_layer = first_layer
@@ -57,6 +58,9 @@ class _Trainer:
         check_choice(self.loss, "loss", name, tuple(LOSSES))
         check_scalar(self.batch_size, "batch_size", name, kind="int", low=1,
                      low_inclusive=True, allow_none=True)
+        if not isinstance(self.shuffle, (bool, np.bool_)):
+            raise ValueError(f"The 'shuffle' parameter of {name} must be a bool. Got "
+                             f"{self.shuffle!r} instead.")
         self._rule()
         check_choice(self.backend, "backend", name, BACKENDS)
         check_choice(self.first_layer, "first_layer", name, FIRST_LAYER_MODES)
@@ -85,7 +89,7 @@ class _Trainer:
 
     def fit(self, net, X, y, *, epochs, target_loss=None, validation_data=None,
             monitor="loss", callbacks=(), progress=False, checkpoint=None,
-            checkpoint_every=None, resume=None):
+            checkpoint_every=None, resume=None, sample_weight=None):
         """Train ``net`` in place and return its :class:`History`.
 
         Parameters
@@ -112,8 +116,9 @@ class _Trainer:
         callbacks : sequence of callables
             Each is called as ``callback(epoch, history)`` after every epoch (and with
             epoch 0 before training); one that returns True stops training. A callback
-            may read the network (``net.weights`` gives the current values) but must not
-            train it or replace its arrays.
+            may read the network (``net.weights`` and ``net.biases`` are a read-only
+            snapshot of the last completed epoch) but cannot change it: the arrays are
+            read-only during a fit, and a second fit of the same network is refused.
         progress : bool or object
             Print progress to stderr, or an object with ``update(epoch, loss)`` and
             ``close()`` (see :mod:`poswise.progress`).
@@ -127,6 +132,10 @@ class _Trainer:
             data: ``net`` receives the checkpoint's weights, the history, the update
             rule's state and the shuffling state are restored, and training runs up to
             ``epochs`` in total, exactly as an uninterrupted run would.
+        sample_weight : array-like of shape (n_samples,), optional
+            Non-negative weights: the loss becomes the weighted mean (sample i counts
+            ``sample_weight[i]`` times; the mean is over the sum of the weights), so
+            integer weights train as duplicated samples.
 
         Returns
         -------
@@ -145,7 +154,7 @@ class _Trainer:
         return self.session(net).fit(
             X, y, epochs=epochs, target_loss=target_loss, validation_data=validation_data,
             monitor=monitor, callbacks=callbacks, progress=progress, checkpoint=checkpoint,
-            checkpoint_every=checkpoint_every, resume=resume)
+            checkpoint_every=checkpoint_every, resume=resume, sample_weight=sample_weight)
 
 
 _COMMON_DOC = """
@@ -157,7 +166,10 @@ _COMMON_DOC = """
         See :mod:`poswise.losses`.
     batch_size : int, optional
         If set (and smaller than the number of samples), each epoch takes one pass of the
-        schedule per shuffled mini-batch of this size.
+        schedule per mini-batch of this size.
+    shuffle : bool, default True
+        Draw each epoch's mini-batches from a new permutation of the samples (``rng``);
+        False takes them in data order.
     update : str or UpdateRule, default "sgd"
         How a gradient becomes a step: a name of :data:`poswise.updates.UPDATE_RULES`
         (``"sgd"``, ``"momentum"``, ``"nesterov"``, ``"adam"``, ``"adamw"``,

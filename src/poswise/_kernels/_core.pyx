@@ -50,6 +50,7 @@ Everything that can run without the GIL does: a whole epoch is one ``nogil`` cal
 from libc.math cimport exp, log, log1p, fabs, sqrt, tanh, NAN
 from libc.stdlib cimport malloc, calloc, free
 from libc.string cimport memcpy, memset
+from posix.time cimport clock_gettime, timespec, CLOCK_MONOTONIC
 
 import numpy as np
 
@@ -84,6 +85,7 @@ cdef extern from "_rules.h" nogil:
         double beta2
         double eps
         double alpha
+        int decay_biases
     int pw_rule_nstate(const pw_rule* r)
     void pw_rule_apply_d(const pw_rule* r, long long t, double lr, double* p, int rows,
                          int cols, Py_ssize_t prs, Py_ssize_t pcs, const double* g,
@@ -137,6 +139,7 @@ cdef struct Net:
     void* out        # N x n[L] logits (cosines for am_softmax)
     void* y          # bce: N targets, mse: N x K targets (floating)
     int* yi          # cross_entropy / am_softmax: N labels
+    double* sw       # N sample weights, or NULL (every sample counts once)
     double* acc      # scratch, max width
     # am_softmax scratch
     void* what       # K x h unit weight rows
@@ -150,6 +153,9 @@ cdef struct Net:
     void* P          # N x n[1]
     void* G          # N x ncols
     void* C          # n[1] x ncols
+    double* dual_a   # 1: the scale a of W0_init in W[0] = a W0_init - C X (1 without decay)
+    void* V          # n[1] x ncols momentum coefficients (NULL without momentum)
+    double* dual_va  # 1: the momentum's W0_init coefficient
     # direct first layer
     bint direct
     void* WT         # n[0] x NP transposed, padded first-layer weights
@@ -269,6 +275,27 @@ cdef double _loss_delta(Net* net, floating* out, floating* delta) noexcept nogil
     cdef const floating* yf = <const floating*>net.y
     cdef double invN = net.invN if net.invN > 0 else 1.0 / N
     cdef double ebuf[64]
+    cdef double w = 1.0
+    cdef const double* sw = net.sw
+    if sw != NULL and net.loss != LOSS_CROSS_ENTROPY and net.loss != LOSS_AM_SOFTMAX:
+        # sample weights: row i's terms count w_i times; invN is 1 / sum of the weights
+        for i in range(N):
+            w = sw[i]
+            for k in range(K):
+                z = out[i * K + k]
+                t = yf[i * K + k]
+                if net.loss == LOSS_BCE:
+                    e = exp(-fabs(z))
+                    total += w * ((z if z > 0 else 0.0) - z * t + log1p(e))
+                    if delta != NULL:
+                        p = 1.0 / (1.0 + e) if z >= 0 else e / (1.0 + e)
+                        delta[i * K + k] = <floating>((p - t) * (w * invN))
+                else:
+                    z = z - t
+                    total += w * 0.5 * z * z
+                    if delta != NULL:
+                        delta[i * K + k] = <floating>(z * (w * invN))
+        return total * invN
     if net.loss == LOSS_BCE:
         # K independent sigmoid outputs (multi-label when K > 1)
         for i in range(N * K):
@@ -297,6 +324,8 @@ cdef double _loss_delta(Net* net, floating* out, floating* delta) noexcept nogil
         for i in range(N):
             row = out + i * K
             yk = net.yi[i]
+            if sw != NULL:
+                w = sw[i]
             mx = -1e300
             for k in range(K):
                 z = s * (row[k] - (m if k == yk else 0.0))
@@ -308,7 +337,10 @@ cdef double _loss_delta(Net* net, floating* out, floating* delta) noexcept nogil
                 if k < 64:
                     ebuf[k] = e
                 ssum += e
-            total += mx + log(ssum) - s * (row[yk] - m)
+            if sw == NULL:
+                total += mx + log(ssum) - s * (row[yk] - m)
+            else:
+                total += w * (mx + log(ssum) - s * (row[yk] - m))
             if delta != NULL:
                 drow = delta + i * K
                 for k in range(K):
@@ -316,7 +348,10 @@ cdef double _loss_delta(Net* net, floating* out, floating* delta) noexcept nogil
                     p = e / ssum
                     if k == yk:
                         p -= 1.0
-                    drow[k] = <floating>(scale * p * invN)
+                    if sw == NULL:
+                        drow[k] = <floating>(scale * p * invN)
+                    else:
+                        drow[k] = <floating>(scale * p * (w * invN))
     return total * invN
 
 
@@ -379,7 +414,7 @@ cdef double _forward(Net* net, int start, floating lr_type_tag) noexcept nogil:
                 pw_first_forward_s(src, N, nin, <float*>net.WT, net.NP, dst, nout,
                                    net.nthreads)
         elif l == 0 and net.dual:
-            memcpy(dst, net.P, <size_t>N * nout * sizeof(floating))
+            _dual_base(net, dst, N * nout)
             gemm(False, True, N, nout, net.ncols, <floating>-1, <floating*>net.G, net.ncols,
                  <floating*>net.C, net.ncols, <floating>1, dst, nout)
         else:
@@ -389,6 +424,51 @@ cdef double _forward(Net* net, int start, floating lr_type_tag) noexcept nogil:
                   net.act if l < L - 1 else ACT_IDENTITY, net.leak)
     return _loss_delta(net, <floating*>net.out,
                        <floating*>net.D[L - 1] if net.D != NULL else NULL)
+
+
+cdef inline void _dual_base(Net* net, floating* dst, Py_ssize_t cnt) noexcept nogil:
+    """dst := a P: the W0_init part of the dual first layer's output (a copy when a = 1,
+    as it stays without weight decay)."""
+    cdef Py_ssize_t i
+    cdef double a = net.dual_a[0]
+    cdef floating* P = <floating*>net.P
+    if a == 1.0:
+        memcpy(dst, P, <size_t>cnt * sizeof(floating))
+    else:
+        for i in range(cnt):
+            dst[i] = <floating>(a * P[i])
+
+
+cdef void _apply_dual(Net* net, double lr, floating tag) noexcept nogil:
+    """The SGD family on the dual first layer, W[0] = a W0_init - C X.
+
+    Every quantity of the rule stays of the form alpha W0_init - M X: the gradient is
+    (0, -D[0]^T) (D[0]^T X = -(-D[0]^T) X), weight decay adds lambda (a, C), the momentum
+    buffer is (va, V); so the rule runs on the coefficients, elementwise on n[1] x N
+    values instead of n[1] x D."""
+    cdef int n1 = net.n[1], N = net.ncols
+    cdef Py_ssize_t i, j
+    cdef double mu = net.rule.momentum, wd = net.rule.weight_decay
+    cdef double a = net.dual_a[0], ga, va, sa, gc, v, st
+    cdef floating* C = <floating*>net.C
+    cdef floating* V = <floating*>net.V
+    cdef floating* D0 = <floating*>net.D[0]
+    ga = wd * a
+    sa = ga
+    if mu > 0:
+        va = mu * net.dual_va[0] + ga
+        net.dual_va[0] = va
+        sa = ga + mu * va if net.rule.nesterov else va
+    net.dual_a[0] = a - lr * sa
+    for j in range(n1):
+        for i in range(N):
+            gc = wd * <double>C[j * N + i] - <double>D0[i * n1 + j]
+            st = gc
+            if mu > 0:
+                v = mu * <double>V[j * N + i] + gc
+                V[j * N + i] = <floating>v
+                st = gc + mu * v if net.rule.nesterov else v
+            C[j * N + i] = <floating>(<double>C[j * N + i] - lr * st)
 
 
 cdef void _update_bias(Net* net, int l, floating lr) noexcept nogil:
@@ -453,7 +533,9 @@ cdef void _span_gradients(Net* net, int first, bint accumulate,
                  <floating>0, <floating*>net.D[l - 1], nin)
             _mul_act_deriv(<floating*>net.D[l - 1], <floating*>net.A[l],
                            <Py_ssize_t>N * nin, net.act, net.leak)
-        if l == 0 and net.direct:
+        if l == 0 and net.dual:
+            pass              # no primal gradient: _apply_dual reads D[0] itself
+        elif l == 0 and net.direct:
             if floating is double:
                 pw_first_gradient_d(<double*>net.A[0], N, nin, Dl, nout, gW, accumulate,
                                     net.nthreads)
@@ -468,15 +550,15 @@ cdef void _span_gradients(Net* net, int first, bint accumulate,
             gb[j] = <floating>(gb[j] + net.acc[j]) if accumulate else <floating>net.acc[j]
 
 
-cdef inline void _apply_param(Net* net, int l, double lr, void* p, int rows, int cols,
-                              Py_ssize_t prs, Py_ssize_t pcs, const floating* g,
+cdef inline void _apply_param(const pw_rule* r, long long t, double lr, void* p, int rows,
+                              int cols, Py_ssize_t prs, Py_ssize_t pcs, const floating* g,
                               void* s1, void* s2) noexcept nogil:
     # state arrays are in the canonical (rows, cols) row-major layout
     if floating is double:
-        pw_rule_apply_d(&net.rule, net.t[l], lr, <double*>p, rows, cols, prs, pcs, g, cols, 1,
+        pw_rule_apply_d(r, t, lr, <double*>p, rows, cols, prs, pcs, g, cols, 1,
                         <double*>s1, <double*>s2, cols, 1)
     else:
-        pw_rule_apply_s(&net.rule, net.t[l], lr, <float*>p, rows, cols, prs, pcs, g, cols, 1,
+        pw_rule_apply_s(r, t, lr, <float*>p, rows, cols, prs, pcs, g, cols, 1,
                         <float*>s1, <float*>s2, cols, 1)
 
 
@@ -486,20 +568,28 @@ cdef void _apply_span(Net* net, int first, floating lr) noexcept nogil:
     cdef int l, nin, nout
     cdef double lrl
     cdef floating* g
+    cdef pw_rule rb = net.rule        # the biases' rule: without decay if so asked
+    cdef long long t
+    if not rb.decay_biases:
+        rb.weight_decay = 0.0
     for l in range(first, net.L):
         nin = net.n[l]
         nout = net.n[l + 1]
         net.t[l] += 1
+        t = net.t[l]
         lrl = <double>lr * net.lscale[l]
         g = <floating*>net.grad + net.goff[l]
-        if l == 0 and net.direct:
+        if l == 0 and net.dual:
+            _apply_dual(net, lrl, lr)
+        elif l == 0 and net.direct:
             # WT is (n_in, NP): element (j, i) of W[0] is WT[i * NP + j]
-            _apply_param(net, l, lrl, net.WT, nout, nin, 1, net.NP, g, net.s1W[l],
+            _apply_param(&net.rule, t, lrl, net.WT, nout, nin, 1, net.NP, g, net.s1W[l],
                          net.s2W[l])
         else:
-            _apply_param(net, l, lrl, net.W[l], nout, nin, nin, 1, g, net.s1W[l], net.s2W[l])
+            _apply_param(&net.rule, t, lrl, net.W[l], nout, nin, nin, 1, g, net.s1W[l],
+                         net.s2W[l])
         if not (l == net.L - 1 and net.loss == LOSS_AM_SOFTMAX):
-            _apply_param(net, l, lrl, net.b[l], 1, nout, 0, 1, g + <Py_ssize_t>nin * nout,
+            _apply_param(&rb, t, lrl, net.b[l], 1, nout, 0, 1, g + <Py_ssize_t>nin * nout,
                          net.s1b[l], net.s2b[l])
 
 
@@ -583,6 +673,7 @@ cdef bint _params_finite(Net* net, floating tag) noexcept nogil:
         elif l == 0 and net.dual:
             p = <floating*>net.C
             cnt = <Py_ssize_t>net.n[1] * net.ncols
+            z += net.dual_a[0] * 0.0
         else:
             p = <floating*>net.W[l]
             cnt = <Py_ssize_t>net.n[l] * net.n[l + 1]
@@ -606,6 +697,7 @@ cdef void _snapshot(Net* net, bint restore) noexcept nogil:
 cdef struct FusedJob:
     Net v            # this thread's view: own block buffers and gradient accumulators
     void* X          # the whole data, targets and logits (v's point into them)
+    double* sw
     void* y
     int* yi
     void* out
@@ -648,6 +740,8 @@ cdef double _fused_rows(FusedJob* job, floating tag) noexcept nogil:
             v.yi = job.yi + r0
         else:
             v.y = <floating*>job.y + <Py_ssize_t>r0 * K
+        if job.sw != NULL:
+            v.sw = job.sw + r0
         total += _forward(v, 0, tag)
         for l in range(L - 1, -1, -1):
             nin = v.n[l]
@@ -703,6 +797,7 @@ cdef double _fused_pass(Net* net, floating tag) noexcept nogil:
         jobs[t].X = net.A[0]
         jobs[t].y = net.y
         jobs[t].yi = net.yi
+        jobs[t].sw = net.sw
         jobs[t].out = net.out
         jobs[t].invN = net.invN if net.invN > 0 else 1.0 / N
         jobs[t].lo = <int>(min(N, <long long>nblocks * t // T * net.B))
@@ -756,6 +851,8 @@ cdef void _span_view(SpanJob* job) noexcept nogil:
         v.yi = net.yi + lo
     else:
         v.y = <char*>net.y + <size_t>lo * K * net.itemsize
+    if net.sw != NULL:
+        v.sw = net.sw + lo
     if net.loss == LOSS_AM_SOFTMAX:
         v.ahat = <char*>net.ahat + <size_t>lo * net.n[net.L - 1] * net.itemsize
         v.anorm = net.anorm + lo
@@ -966,6 +1063,25 @@ cdef double _epoch(Net* net, floating lr) noexcept nogil:
     return loss
 
 
+cdef int _run_epochs(Net* net, int k, floating lr, double* losses, double* times,
+                     double stop_below) noexcept nogil:
+    """Up to ``k`` epochs in one call: each epoch's loss and the monotonic clock after it
+    (CLOCK_MONOTONIC, the clock of Python's ``time.perf_counter`` on Linux); stops after
+    an epoch whose loss is not finite (rolled back by the caller) or below
+    ``stop_below``. Returns the number of epochs run."""
+    cdef int i
+    cdef double loss
+    cdef timespec ts
+    for i in range(k):
+        loss = _epoch(net, lr)
+        clock_gettime(CLOCK_MONOTONIC, &ts)
+        losses[i] = loss
+        times[i] = ts.tv_sec + 1e-9 * ts.tv_nsec
+        if not (loss - loss == 0.0) or loss < stop_below:
+            return i + 1
+    return k
+
+
 cdef bint _batch_step(Net* net, floating lr) noexcept nogil:
     """One pass of the schedule on the current (mini-batch) data, from a fresh forward
     (the last step does not refresh); False if a parameter became non-finite."""
@@ -1042,6 +1158,7 @@ cdef class Engine:
     cdef object _out
     cdef object _dual_data
     cdef object _Xwin
+    cdef object _sw
     cdef object _state
     cdef void** _winA        # the window's own pointer arrays
     cdef void** _winD
@@ -1090,8 +1207,8 @@ cdef class Engine:
             raise MemoryError()
         self._set_rule(rule, state, weights, biases, dt)
         self._set_schedule(spans, scales)
-        if dual is not None and not self.net.plain:
-            raise ValueError("the dual first layer only represents plain SGD")
+        if dual is not None and self.net.rule.code != PW_RULE_SGD:
+            raise ValueError("the dual first layer represents the SGD family only")
         if fused_block > 0:
             if direct is None or not train or loss == "am_softmax":
                 raise ValueError("a fused engine needs the direct first layer, training "
@@ -1143,13 +1260,24 @@ cdef class Engine:
             if self.net.wnorm == NULL or self.net.anorm == NULL:
                 raise MemoryError()
         self.net.dual = dual is not None
+        dual_snap = []
         if dual is not None:
-            P, G, C = dual
-            self._keep.extend((P, G, C))
+            P, G, C = dual[:3]
+            a, V, va = dual[3:] if len(dual) > 3 else (np.ones(1), None, np.zeros(1))
+            if a.dtype != np.float64 or a.shape != (1,) or va.dtype != np.float64 or \
+                    va.shape != (1,) or (V is None) != (self.net.rule.momentum == 0) or \
+                    (V is not None and (V.shape != C.shape or V.dtype != dt)):
+                raise ValueError("dual first layer: a and va must be float64 (1,), V "
+                                 "(n[1], N) of the network's dtype exactly with momentum")
+            self._keep.extend((P, G, C, a, V, va))
             self.net.P = _ptr(P)
             self.net.G = _ptr(G)
             self.net.C = _ptr(C)
+            self.net.dual_a = <double*><size_t>a.ctypes.data
+            self.net.dual_va = <double*><size_t>va.ctypes.data
+            self.net.V = NULL if V is None else _ptr(V)
             self.net.ncols = C.shape[1]
+            dual_snap = [a, va] + ([V] if V is not None else [])
         self.net.direct = direct is not None
         self.net.nthreads = pw_clamp_threads(nthreads)
         if direct is not None:
@@ -1173,6 +1301,7 @@ cdef class Engine:
                                if not (l == 0 and (dual is not None or direct is not None))]
         if dual is not None:
             snap.append(dual[2])
+            snap.extend(dual_snap)
         if direct is not None:
             snap.append(direct)
         snap.append(self._state["t"])
@@ -1200,8 +1329,8 @@ cdef class Engine:
         """The update rule and its state arrays (the caller's, or fresh zeros)."""
         cdef int L = self.net.L, l, ns
         if rule is None:
-            rule = (PW_RULE_SGD, 0.0, 0, 0.0, 0.0, 0.0, 0.0, 0.0)
-        code, mom, nest, wd, b1, b2, eps, alpha = rule
+            rule = (PW_RULE_SGD, 0.0, 0, 0.0, 0.0, 0.0, 0.0, 0.0, 1)
+        code, mom, nest, wd, b1, b2, eps, alpha, decay_biases = rule
         if code not in (PW_RULE_SGD, PW_RULE_ADAM, PW_RULE_ADAMW, PW_RULE_RMSPROP):
             raise ValueError(f"unknown update rule code {code!r}")
         self.net.rule.code = code
@@ -1212,6 +1341,7 @@ cdef class Engine:
         self.net.rule.beta2 = b2
         self.net.rule.eps = eps
         self.net.rule.alpha = alpha
+        self.net.rule.decay_biases = decay_biases
         self.net.plain = code == PW_RULE_SGD and mom == 0 and wd == 0
         ns = pw_rule_nstate(&self.net.rule)
         if state is None:
@@ -1383,12 +1513,14 @@ cdef class Engine:
     def row_threads(self):
         return self.net.nspan > 1
 
-    def set_data(self, X, y, P=None, G=None, n_total=None):
+    def set_data(self, X, y, P=None, G=None, n_total=None, sample_weight=None):
         """Point the engine at data ``X`` (rows <= capacity) and targets ``y``.
 
         In dual mode ``P`` and ``G`` are the data's ``X W0_init^T`` and ``X X_train^T``.
         ``n_total`` is the number of rows the mean loss is taken over (default: the rows
         of ``X``): losses and gradients are then this data's share of that mean.
+        ``sample_weight`` (float64, one per row, >= 0) weighs each row's loss; the mean is
+        then over the sum of the weights (or over ``n_total``, the global sum).
         """
         if X.shape[0] > self.capacity or X.shape[0] < 1:
             raise ValueError("data rows exceed the engine's capacity")
@@ -1396,9 +1528,18 @@ cdef class Engine:
             raise ValueError("n_total must be at least the rows of X")
         self._X = X
         self._y = y
+        self._sw = sample_weight
         self.windowed = False
         self.net.N = X.shape[0]
         self.net.invN = 1.0 / n_total if n_total is not None else 0.0
+        self.net.sw = NULL
+        if sample_weight is not None:
+            if sample_weight.dtype != np.float64 or sample_weight.shape != (X.shape[0],) \
+                    or not sample_weight.flags.c_contiguous:
+                raise ValueError("sample_weight must be contiguous float64, one per row")
+            self.net.sw = <double*><size_t>sample_weight.ctypes.data
+            if n_total is None:
+                self.net.invN = 1.0 / float(np.sum(sample_weight))
         self.net.A[0] = _ptr(X)
         if y.dtype == np.intc:
             self.net.yi = <int*><size_t>y.ctypes.data
@@ -1554,6 +1695,26 @@ cdef class Engine:
                 loss = _epoch[float](&self.net, <float>lr)
         return loss
 
+    def run_epochs(self, int k, double lr, double[::1] losses, double[::1] times,
+                   double stop_below=-1e308):
+        """Up to ``k`` full-batch epochs in one GIL-free call (what ``epoch`` does, k
+        times): ``losses[i]`` and ``times[i]`` (``time.perf_counter``'s clock) after epoch
+        i; stops after a non-finite loss (the caller rolls it back) or one below
+        ``stop_below``. Returns the number of epochs run."""
+        cdef int n
+        if self.windowed:
+            raise ValueError("run_epochs() runs on the whole data: restore the window first")
+        if k < 0 or losses.shape[0] < k or times.shape[0] < k:
+            raise ValueError("losses and times need k entries")
+        if self.f64:
+            with nogil:
+                n = _run_epochs[double](&self.net, k, lr, &losses[0], &times[0], stop_below)
+        else:
+            with nogil:
+                n = _run_epochs[float](&self.net, k, <float>lr, &losses[0], &times[0],
+                                       stop_below)
+        return n
+
     def batch_step(self, double lr):
         """Forward the current mini-batch, then one pass of the schedule on it; False if
         a parameter became non-finite."""
@@ -1607,7 +1768,7 @@ def new_rule_state(int nstate, shapes, dt):
 def rule_nstate(rule):
     """State arrays per parameter of a rule given as ``UpdateRule.kernel_params()``."""
     cdef pw_rule r
-    code, mom, nest, wd, b1, b2, eps, alpha = rule
+    code, mom, nest, wd, b1, b2, eps, alpha, _ = rule
     r.code, r.momentum, r.nesterov, r.weight_decay = code, mom, nest, wd
     r.beta1, r.beta2, r.eps, r.alpha = b1, b2, eps, alpha
     return pw_rule_nstate(&r)
@@ -1655,13 +1816,16 @@ def direct_supported():
     return bool(pw_direct_supported())
 
 
-def materialize_first_layer(W0_init, C, X, W0_out):
-    """W0_out := W0_init - C X (the dual first layer's primal weights)."""
+def materialize_first_layer(W0_init, C, X, W0_out, double a=1.0):
+    """W0_out := a W0_init - C X (the dual first layer's primal weights)."""
     cdef int n1 = C.shape[0], N = C.shape[1], D = X.shape[1]
     cdef void* pC = _ptr(C)
     cdef void* pX = _ptr(X)
     cdef void* pW = _ptr(W0_out)
-    np.copyto(W0_out, W0_init)
+    if a == 1.0:
+        np.copyto(W0_out, W0_init)
+    else:
+        np.multiply(W0_init, a, out=W0_out, casting="unsafe")
     if W0_out.dtype == np.float64:
         with nogil:
             gemm(False, False, n1, D, N, -1.0, <double*>pC, N, <double*>pX, D, 1.0,
