@@ -186,3 +186,37 @@ def test_real_mpirun(tmp_path, K, schedule, update):
         net, X, y, epochs=20)
     ref = np.concatenate([a.ravel() for a in net.weights + net.biases])
     assert rel_err(W[0], ref) <= 1e-12
+
+
+@pytest.mark.parametrize("kind", ["memmap32", "hdf5", "npyrows"])
+@pytest.mark.parametrize("schedule", ["gd", "pwo"])
+def test_fit_streams_X_from_disk(tmp_path, kind, schedule):
+    """X on disk that would have to be converted (another dtype, an HDF5 dataset) is read
+    in blocks by fit: the weights of the in-memory run, GD and PWO."""
+    X, y = _problem(N=300, D=9)
+    X32 = X.astype(np.float32)
+    if kind == "memmap32":
+        path = tmp_path / "X.npy"
+        np.save(path, X32)
+        Xd = np.load(path, mmap_mode="r")
+    elif kind == "hdf5":
+        h5py = pytest.importorskip("h5py")
+        f = h5py.File(tmp_path / "X.h5", "w")
+        f.create_dataset("X", data=X32, chunks=(64, 9))
+        Xd = f["X"]
+    else:
+        from poswise._streaming import NpyRows
+        np.save(tmp_path / "X.npy", X32)
+        Xd = NpyRows(tmp_path / "X.npy")
+    a, b = MLP((9, 7, 5, 3), rng=1), MLP((9, 7, 5, 3), rng=1)
+    tr = SCHEDULES[schedule](0.05, loss="cross_entropy", update="momentum", threads=1)
+    from poswise import _streaming
+    h = tr.fit(a, Xd, y, epochs=12)
+    h_ref = tr.fit(b, X32.astype(np.float64), y, epochs=12)
+    np.testing.assert_allclose(h.loss, h_ref.loss, rtol=1e-12)
+    for p, q in zip(a.weights + a.biases, b.weights + b.biases):
+        assert rel_err(p, q) <= 1e-12
+    with pytest.raises(ValueError, match="full batch"):
+        SCHEDULES[schedule](0.05, loss="cross_entropy", batch_size=10).fit(
+            MLP((9, 7, 5, 3), rng=1), Xd, y, epochs=1)
+    del _streaming

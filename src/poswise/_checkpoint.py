@@ -79,13 +79,16 @@ def _fingerprint(a):
     return h.hexdigest()[:32]
 
 
-def data_info(X, y, val, sample_weight=None):
+def data_info(X, y, val, sample_weight=None, shape=None):
     """What identifies the data of a run: sizes and fingerprints (sha-256 of the
     validated arrays, computed once per fit that checkpoints or resumes); sample weights
-    count as part of y."""
+    count as part of y. X read from disk in blocks (``X=None``) is identified by its
+    shape only (hashing it would read it once more)."""
     yf = _fingerprint(y) if sample_weight is None else \
         _fingerprint(y) + _fingerprint(sample_weight)[:8]
-    return {"n_samples": int(X.shape[0]), "X": _fingerprint(X), "y": yf,
+    shape = X.shape if X is not None else shape
+    xf = _fingerprint(X) if X is not None else f"streamed {tuple(shape)}"
+    return {"n_samples": int(shape[0]), "X": xf, "y": yf,
             "val": None if val is None else [_fingerprint(val[0]), _fingerprint(val[1])]}
 
 

@@ -117,18 +117,23 @@ class NumpyEngine:
         self._win = None
 
     def set_data(self, X, y, P=None, G=None, n_total=None, sample_weight=None):
+        """``X=None`` streams the data: X only through ``window`` blocks."""
         self.X, self.y, self.n_total, self.sw = X, y, n_total, sample_weight
-        N = X.shape[0]
+        N = y.shape[0]
+        dt = self.W[0].dtype
         self._win = None
-        self.A = [X] + [np.zeros((N, w.shape[1]), dtype=X.dtype) for w in self.W[1:]]
-        self.out = np.zeros((N, self.W[-1].shape[0]), dtype=X.dtype)
+        self.A = [X] + [np.zeros((N, w.shape[1]), dtype=dt) for w in self.W[1:]]
+        self.out = np.zeros((N, self.W[-1].shape[0]), dtype=dt)
         self.delta = np.zeros_like(self.out)
 
     def window(self, lo, hi, X_block=None):
         """Restrict forward/gradients to rows [lo, hi), with ``X_block`` as their input."""
-        if lo == 0 and hi == self.X.shape[0] and X_block is None:
+        N = self.y.shape[0]
+        if lo == 0 and hi == N and X_block is None:
             self._win = None
         else:
+            if X_block is None and self.X is None:
+                raise ValueError("streamed data: a window needs its block of X")
             self._win = (lo, hi, self.X[lo:hi] if X_block is None else X_block)
 
     def _rows(self):
@@ -153,7 +158,7 @@ class NumpyEngine:
                 self.out[rows] = a @ self.W[l].T + self.b[l]
         n_total = self.n_total
         if n_total is None and self._win is not None:
-            n_total = self.X.shape[0] if self.sw is None else float(np.sum(self.sw))
+            n_total = self.y.shape[0] if self.sw is None else float(np.sum(self.sw))
         value, self.delta[rows] = loss_value_and_delta(
             self.loss, self.out[rows], self.y[rows], s=self.s, m=self.m, n_total=n_total,
             weights=None if self.sw is None else self.sw[rows])

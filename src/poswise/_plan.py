@@ -150,7 +150,7 @@ def build_engines(plan, trainer, net, ws, bs, X, y, val, rule, state, dual_state
     ``dual_state`` (``{"W0_init", "C"}``) continues a dual run; otherwise the dual first
     layer starts from the network's current ``W[0]``.
     """
-    N = X.shape[0]
+    N = y.shape[0]           # (X is None when read from disk in blocks)
     L = len(ws)
     eng_args = (trainer.loss, net.activation, net.leak, float(trainer.s), float(trainer.m))
     common = dict(rule=rule, state=state, spans=trainer.spans(L), scales=trainer.scales(L))

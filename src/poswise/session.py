@@ -106,7 +106,7 @@ class TrainingSession:
         """Engines for this call: the cached ones when data, plan and arrays are the same
         (their copies of the first layer re-read from the network), else new ones."""
         # ws, bs are this fit's views of the network's arrays: key on the arrays
-        key = (plan, id(X), X.shape, id(y), None if val is None else (id(val[0]), id(val[1])),
+        key = (plan, id(X), y.shape, id(y), None if val is None else (id(val[0]), id(val[1])),
                tuple(id(a if a.base is None else a.base) for a in ws + bs), id(self.state),
                id(sw))
         c = self._cache
@@ -178,9 +178,12 @@ class TrainingSession:
         where = f"{type(tr).__name__}.fit"
         ws, bs = net._train_views()
         sizes, dt = net.sizes, net.dtype
-        X = _layout.check_X(X, dt, sizes[0])
-        y = _layout.check_y(y, tr.loss, X.shape[0], sizes[-1], dt)
-        sw = _check_sample_weight(sample_weight, X.shape[0], where)
+        o.reader = _stream_reader(X, dt, sizes[0])
+        if o.reader is None:
+            X = _layout.check_X(X, dt, sizes[0])
+        shape = X.shape if o.reader is None else o.reader.shape
+        y = _layout.check_y(y, tr.loss, shape[0], sizes[-1], dt)
+        sw = _check_sample_weight(sample_weight, shape[0], where)
         val = None
         if validation_data is not None:
             try:
@@ -192,14 +195,20 @@ class TrainingSession:
             val = (Xv, yv)
         rule = tr._rule()
         if o.checkpoint is not None or resume is not None:
-            o.data = _checkpoint.data_info(X, y, val, sw)
+            o.data = _checkpoint.data_info(X if o.reader is None else None, y, val, sw,
+                                           shape=shape)
         resumed = None
         if resume is not None:
             resumed = _checkpoint.read_checkpoint(resume, tr, net, rule, o.data)
-        plan = make_plan(tr, sizes, X.shape[0], X.shape[1], o.epochs, rule,
-                         itemsize=X.itemsize,
+        plan = make_plan(tr, sizes, shape[0], shape[1], o.epochs, rule,
+                         itemsize=np.dtype(dt).itemsize,
                          mode=resumed["history"].first_layer if resumed else None,
-                         distributed=o.comm is not None)
+                         distributed=o.comm is not None or o.reader is not None)
+        if o.reader is not None and plan.minibatch:
+            raise ValueError(f"{where}: X read from disk in blocks trains full batch "
+                             f"(batch_size=None); load it into memory for mini-batches.")
+        if o.reader is not None:
+            X = None                   # the engines see X only through the reader's blocks
         if o.comm is not None:
             self._agree(o, X, val, sw, plan, where)
         gen = np.random.default_rng(tr.rng) if plan.minibatch else None
@@ -222,12 +231,14 @@ class TrainingSession:
             raise ValueError(f"{where} with comm= trains full batch: mini-batches over "
                              f"ranks are not supported (batch_size=None).")
         extra = {"epochs": o.epochs, "target_loss": o.target_loss, "monitor": o.monitor,
+                 "streamed": o.reader is not None,
                  "checkpoint_every": o.checkpoint_every, "reduction": o.reduction,
                  "sample weights": sw is not None, "validation data": val is not None,
                  "callbacks": len(o.callbacks), "first layer": plan.first_layer}
-        check_agreement(o.comm, self.net, X, self.trainer, extra=extra)
+        Xd = X if o.reader is None else o.reader
+        check_agreement(o.comm, self.net, Xd, self.trainer, extra=extra)
         o.n_total = (float(o.comm.allreduce(float(sw.sum()))) if sw is not None
-                     else int(o.comm.allreduce(int(X.shape[0]))))
+                     else int(o.comm.allreduce(int(Xd.shape[0]))))
         o.nv_total = None if val is None else int(o.comm.allreduce(int(val[0].shape[0])))
 
 
@@ -242,6 +253,7 @@ class _Options:
         self.data = None        # the data's fingerprints, when checkpointing or resuming
         self.sample_weight = None
         self.comm = None          # data-parallel training: this rank's rows of the data
+        self.reader = None        # X read from disk in blocks (poswise._streaming)
         self.reduction = "allreduce"
         self.n_total = self.nv_total = None
 
@@ -335,13 +347,13 @@ class _Loop:
                 self.plan, self.net, self.ws, self.bs, self.X, self.y, self.val, self.rule,
                 self.resumed, self.o.sample_weight)
             self.state = sess.state
-            if o.comm is not None:
+            if o.comm is not None or o.reader is not None:
                 from .distributed import EpochRunner
                 self.eng.set_data(self.X, self.y, n_total=o.n_total,
                                   sample_weight=o.sample_weight)
-                if self.veng is not None:
+                if self.veng is not None and o.comm is not None:
                     self.veng.set_data(*self.val, n_total=o.nv_total)
-                self.runner = EpochRunner(o.comm, None, o.reduction)
+                self.runner = EpochRunner(o.comm, o.reader, o.reduction)
                 self.spans = self.tr.spans(len(self.ws))
         except BaseException:
             if self.resumed is None:
@@ -669,6 +681,18 @@ def _caller_level():
     while f is not None and f.f_globals.get("__name__", "").startswith("poswise."):
         f, level = f.f_back, level + 1
     return level
+
+
+def _stream_reader(X, dtype, n_features):
+    """A block reader for ``X`` when it should not be converted whole: an h5py dataset or
+    another row-sliceable array-like, or a memmap whose conversion would copy it (another
+    dtype or layout); None for data used as they are."""
+    from ._streaming import BlockReader, is_streamable
+    if not is_streamable(X):
+        return None
+    if isinstance(X, np.ndarray) and X.dtype == dtype and X.flags.c_contiguous:
+        return None                    # a memmap the kernels read directly, no copy
+    return BlockReader(X, dtype, n_features=n_features)
 
 
 def _broadcast(comm, arrays, root=0):

@@ -1521,26 +1521,30 @@ cdef class Engine:
         of ``X``): losses and gradients are then this data's share of that mean.
         ``sample_weight`` (float64, one per row, >= 0) weighs each row's loss; the mean is
         then over the sum of the weights (or over ``n_total``, the global sum).
+        ``X=None`` streams the data: the rows of ``y``, X only through ``window`` blocks.
         """
-        if X.shape[0] > self.capacity or X.shape[0] < 1:
+        cdef Py_ssize_t rows = y.shape[0] if X is None else X.shape[0]
+        if rows > self.capacity or rows < 1:
             raise ValueError("data rows exceed the engine's capacity")
-        if n_total is not None and n_total < X.shape[0]:
+        if n_total is not None and n_total < rows:
             raise ValueError("n_total must be at least the rows of X")
+        if X is None and (self.net.dual or self.net.fused):
+            raise ValueError("streamed data (X=None) need an engine neither dual nor fused")
         self._X = X
         self._y = y
         self._sw = sample_weight
         self.windowed = False
-        self.net.N = X.shape[0]
+        self.net.N = rows
         self.net.invN = 1.0 / n_total if n_total is not None else 0.0
         self.net.sw = NULL
         if sample_weight is not None:
-            if sample_weight.dtype != np.float64 or sample_weight.shape != (X.shape[0],) \
+            if sample_weight.dtype != np.float64 or sample_weight.shape != (rows,) \
                     or not sample_weight.flags.c_contiguous:
                 raise ValueError("sample_weight must be contiguous float64, one per row")
             self.net.sw = <double*><size_t>sample_weight.ctypes.data
             if n_total is None:
                 self.net.invN = 1.0 / float(np.sum(sample_weight))
-        self.net.A[0] = _ptr(X)
+        self.net.A[0] = NULL if X is None else _ptr(X)
         if y.dtype == np.intc:
             self.net.yi = <int*><size_t>y.ctypes.data
             self.net.y = NULL
@@ -1567,8 +1571,10 @@ cdef class Engine:
             return
         if X_block is not None and (X_block.shape[0] != hi - lo or
                                     X_block.shape[1] != self.net.n[0] or
-                                    X_block.dtype != self._X.dtype):
+                                    X_block.dtype != self._out.dtype):
             raise ValueError("X_block must have hi - lo rows of the data's width and dtype")
+        if X_block is None and self._X is None and not (lo == 0 and hi == self.net.N):
+            raise ValueError("streamed data: a window needs its block of X")
         job.v = self.net
         job.v.A = self._winA
         job.v.D = self._winD
@@ -1586,6 +1592,13 @@ cdef class Engine:
     cdef Net* _active(self):
         return &self.win if self.windowed else &self.net
 
+    cdef int _needs_X(self, int first) except -1:
+        # streamed data: passes through layer 0 take X from a window's block
+        if first == 0 and self._X is None and not self.windowed:
+            raise ValueError("streamed data: passes that read X need a window with its "
+                             "block (engine.window(lo, hi, X_block))")
+        return 0
+
     def forward(self, int start=0):
         """Forward from layer ``start``; return the mean loss (this data's share of it
         with ``n_total``) and refresh the output error.
@@ -1596,6 +1609,7 @@ cdef class Engine:
         cdef Net* net = self._active()
         if start < 0 or start >= self.net.L:
             raise ValueError("start out of range")
+        self._needs_X(start)
         if self.net.fused:
             if start != 0:
                 raise ValueError("a fused engine only runs whole forward passes")
@@ -1619,6 +1633,7 @@ cdef class Engine:
         cdef double loss
         cdef Net* net = self._active()
         self._check_span(first, "step")
+        self._needs_X(first)
         if self.f64:
             with nogil:
                 loss = _step[double](net, first, lr, True)
@@ -1644,6 +1659,7 @@ cdef class Engine:
         cdef Net* net = self._active()
         cdef int l, j, nin, nout
         self._check_span(first, "gradients")
+        self._needs_X(first)
         if self.net.dual:
             raise ValueError("the dual first layer has no primal gradient buffer")
         if self.net.nspan > 1 and not self.windowed and not accumulate:
@@ -1685,8 +1701,8 @@ cdef class Engine:
         """Snapshot the state, then one full-batch epoch of the schedule; the loss after
         it (NaN if it or any parameter is not finite)."""
         cdef double loss
-        if self.windowed:
-            raise ValueError("epoch() runs on the whole data: restore the window first")
+        if self.windowed or self._X is None:
+            raise ValueError("epoch() runs on the whole data in memory")
         if self.f64:
             with nogil:
                 loss = _epoch[double](&self.net, lr)
@@ -1702,8 +1718,8 @@ cdef class Engine:
         i; stops after a non-finite loss (the caller rolls it back) or one below
         ``stop_below``. Returns the number of epochs run."""
         cdef int n
-        if self.windowed:
-            raise ValueError("run_epochs() runs on the whole data: restore the window first")
+        if self.windowed or self._X is None:
+            raise ValueError("run_epochs() runs on the whole data in memory")
         if k < 0 or losses.shape[0] < k or times.shape[0] < k:
             raise ValueError("losses and times need k entries")
         if self.f64:
@@ -1720,6 +1736,7 @@ cdef class Engine:
         a parameter became non-finite."""
         cdef bint ok
         self._check_span(0, "batch_step")
+        self._needs_X(0)
         if self.f64:
             with nogil:
                 ok = _batch_step[double](&self.net, lr)
