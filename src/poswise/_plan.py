@@ -72,7 +72,7 @@ def _dual_refusal(trainer, rule, full_batch, cosine_first):
 
 
 def make_plan(trainer, sizes, n_samples, n_features, epochs, rule, *, itemsize=8,
-              mode=None, distributed=False):
+              mode=None, distributed=False, cores=None):
     """The plan for ``trainer`` training a network of ``sizes`` on ``n_samples`` rows.
 
     ``mode`` forces the first-layer mode (a resumed checkpoint's), else
@@ -119,7 +119,8 @@ def make_plan(trainer, sizes, n_samples, n_features, epochs, rule, *, itemsize=8
             requested = "direct"
         else:
             requested = "primal"
-    threads = min(trainer.threads or available_cores(), max_threads) if cython else 1
+    # cores: what this process may use (under MPI, its share of the node)
+    threads = min(trainer.threads or cores or available_cores(), max_threads) if cython else 1
     plain = requested == "direct" and trainer.loss != "am_softmax" and full_batch
     fused = 0
     if plain and not distributed and list(trainer.spans(len(sizes) - 1)) == [0]:

@@ -203,7 +203,8 @@ class TrainingSession:
         plan = make_plan(tr, sizes, shape[0], shape[1], o.epochs, rule,
                          itemsize=np.dtype(dt).itemsize,
                          mode=resumed["history"].first_layer if resumed else None,
-                         distributed=o.comm is not None or o.reader is not None)
+                         distributed=o.comm is not None or o.reader is not None,
+                         cores=_rank_cores(o.comm))
         if o.reader is not None and plan.minibatch:
             raise ValueError(f"{where}: X read from disk in blocks trains full batch "
                              f"(batch_size=None); load it into memory for mini-batches.")
@@ -681,6 +682,14 @@ def _caller_level():
     while f is not None and f.f_globals.get("__name__", "").startswith("poswise."):
         f, level = f.f_back, level + 1
     return level
+
+
+def _rank_cores(comm):
+    """Under MPI, the cores of this rank's share of its node (one rank per core: 1)."""
+    if comm is None:
+        return None
+    from .distributed import default_threads
+    return default_threads(comm)
 
 
 def _stream_reader(X, dtype, n_features):
