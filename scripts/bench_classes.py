@@ -10,6 +10,7 @@ import glob
 import json
 import math
 import os
+import re
 import statistics
 
 CASE_TITLES = {"mnist": "MNIST-shaped 60000 x 784", "cifar": "CIFAR-shaped 50000 x 3072",
@@ -149,8 +150,16 @@ def section_classes(paths, main_cpu=None):
                   f"{', '.join(f'{x:.1f}' for x in rec['load_after'])}"
                   + (" (the machine was shared with other jobs: ratios within a process "
                      "are the robust figures)" if rec["load_before"][0] > 1.5 else "")
-                  + f". File: `{os.path.relpath(path)}`; command: `{rec['command']}`.", ""]
+                  + f". File: `{os.path.relpath(path)}`; command: `{_no_paths(rec['command'])}`.",
+                  ""]
         lines += _table(rec) + [""]
         if cls in kernels:
             lines += _kernel_table(*kernels[cls])
     return lines
+
+
+def _no_paths(cmd):
+    """A recorded command without this machine's absolute paths (the builds compared are
+    folders a reader makes: BASE_SRC, BASE_AVX2_SRC)."""
+    cmd = re.sub(r"(--base-avx2 )\S+", r"\1BASE_AVX2_SRC", cmd)
+    return re.sub(r"(--base )\S+", r"\1BASE_SRC", cmd)

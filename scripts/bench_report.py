@@ -20,6 +20,7 @@ import argparse
 import json
 import math
 import os
+import re
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -123,7 +124,8 @@ def section_header(data, run_path, stat):
     if pi.get("smoke"):
         lines += ["> **Smoke run** (`POSWISE_BENCH_SMOKE=1`): shapes are reduced, the "
                   "numbers below say nothing about performance.", ""]
-    cmd = pi.get("command", "?")
+    # the recorded command, without this machine's paths (a reader sets POSWISE_DATA)
+    cmd = re.sub(r"POSWISE_DATA=\S+", "POSWISE_DATA=/path/to/data", pi.get("command", "?"))
     shown = os.path.basename(run_path) if os.path.isabs(run_path) else run_path
     lines += [
         "How this page was made:", "",
