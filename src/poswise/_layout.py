@@ -7,11 +7,53 @@ inputs are validated with a message naming the parameter, what was expected and 
 given, then converted (non-contiguous, Fortran-ordered and integer inputs are copied into
 the layout, never rejected). Kernels assume the layout and cannot fail.
 """
+import os
+import warnings
 from numbers import Integral, Real
 
 import numpy as np
 
 FLOAT_DTYPES = (np.float32, np.float64)
+
+#: Memory honesty: converting an input to the network's dtype / C order copies it. A copy
+#: larger than this fraction of the machine's physical memory is announced with a
+#: :class:`LargeCopyWarning` naming the fix (and refused with a ``ValueError`` naming
+#: the fix, before allocating, when it cannot fit in the memory available at all);
+#: smaller copies stay silent.
+LARGE_COPY_FRACTION = 0.02
+
+
+class LargeCopyWarning(UserWarning):
+    """An input array is being copied whole to match the network's dtype or layout."""
+
+
+def total_memory():
+    """Physical memory of the machine in bytes (``None`` when it cannot be read)."""
+    try:
+        return int(os.sysconf("SC_PHYS_PAGES")) * int(os.sysconf("SC_PAGE_SIZE"))
+    except (AttributeError, OSError, ValueError):
+        return None
+
+
+def available_memory():
+    """Memory available to a new allocation in bytes (``MemAvailable`` on Linux, else
+    the physical memory; ``None`` when unknown)."""
+    try:
+        with open("/proc/meminfo", "rb") as f:
+            for line in f:
+                if line.startswith(b"MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return total_memory()
+
+
+def format_bytes(n):
+    """``1234567`` -> ``'1.2 MB'`` (decimal units, as file managers show sizes)."""
+    for unit in ("bytes", "kB", "MB", "GB", "TB"):
+        if n < 1000 or unit == "TB":
+            return f"{n} {unit}" if unit == "bytes" else f"{n:.1f} {unit}"
+        n /= 1000.0
 
 
 def check_dtype(dtype, owner):
@@ -86,6 +128,9 @@ def check_choice(value, name, owner, choices):
 
 
 def _as_numeric(a, name):
+    if _is_sparse(a):
+        raise ValueError(f"{name} is a sparse matrix ({type(a).__name__}); sparse input is "
+                        f"not supported; use .toarray() to pass a dense array.")
     try:
         arr = np.asarray(a)
     except Exception as exc:  # ragged lists and the like
@@ -97,8 +142,46 @@ def _as_numeric(a, name):
     return arr
 
 
+def _is_sparse(a):
+    """scipy.sparse matrices and arrays, recognised without importing scipy."""
+    return type(a).__module__.startswith("scipy.sparse") and hasattr(a, "toarray")
+
+
+def _check_copy(arr, dtype, name):
+    """Announce (or refuse) the whole copy that converting ``arr`` would make.
+
+    A copy is made when the dtype differs or the array is not C-contiguous. Above
+    ``LARGE_COPY_FRACTION`` of the physical memory it is announced with the fix; when it
+    cannot fit in the available memory it is refused before allocating.
+    """
+    dt = np.dtype(dtype)
+    if arr.dtype == dt and arr.flags.c_contiguous:
+        return
+    nbytes = arr.size * dt.itemsize
+    total = total_memory()
+    if total is None or nbytes <= LARGE_COPY_FRACTION * total:
+        return
+    why = (f"its dtype is {arr.dtype}, the network's is {dt.name}" if arr.dtype != dt
+           else "it is not C-contiguous")
+    fix = ("pass dtype=np.float32 to the network (MLP(..., dtype=np.float32)) so that the "
+           "data are used in place, or convert once with X = X.astype(np.float64)"
+           if arr.dtype == np.float32 else
+           f"convert once with X = np.ascontiguousarray(X, dtype=np.{dt.name}) and reuse it")
+    avail = available_memory()
+    if avail is not None and nbytes > avail:
+        raise ValueError(f"{name} would be copied whole ({format_bytes(nbytes)}: {why}), "
+                         f"more than the {format_bytes(avail)} of memory available. To "
+                         f"avoid the copy, {fix}.")
+    warnings.warn(f"{name} is copied whole ({format_bytes(nbytes)}, more than "
+                  f"{LARGE_COPY_FRACTION:.0%} of this machine's memory) because {why}. To "
+                  f"avoid the copy, {fix}.", LargeCopyWarning, stacklevel=3)
+
+
 def check_X(X, dtype, n_features=None, name="X"):
-    """Return ``X`` as a C-contiguous ``(N, D)`` array of ``dtype`` with finite values."""
+    """Return ``X`` as a C-contiguous ``(N, D)`` array of ``dtype`` with finite values.
+
+    A conversion never copies a large array silently (see ``LARGE_COPY_FRACTION``).
+    """
     arr = _as_numeric(X, name)
     if arr.ndim != 2:
         raise ValueError(
@@ -112,6 +195,7 @@ def check_X(X, dtype, n_features=None, name="X"):
         raise ValueError(
             f"{name} has {arr.shape[1]} features per sample but the network expects "
             f"{n_features} (sizes[0]).")
+    _check_copy(arr, dtype, name)
     out = np.ascontiguousarray(arr, dtype=dtype)
     if not _all_finite(out):
         bad = int(np.count_nonzero(~np.isfinite(out)))

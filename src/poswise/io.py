@@ -31,7 +31,19 @@ metadata fields do not need one).
 
 Files are written atomically: to a temporary file in the destination directory, flushed
 and fsync'ed, then moved over the destination with ``os.replace``. A failure at any point
-leaves the previous file (if any) untouched and removes the temporary file.
+leaves the previous file (if any) untouched and removes the temporary file. The temporary
+name is ``.<start of the name>.<pid>-<random>.tmp``, at most ``NAME_MAX`` bytes even for a
+destination name of the maximal length; a save first removes the temporaries of its
+destination left by a writer that was killed (whose process no longer exists).
+
+Reading checks before it allocates: the path must be a regular file (a FIFO or a device
+is refused at once), every zip member must fit in the archive (a directory declaring a
+75 GiB member in a 1.5 KB file is refused), every ``.npy`` header's shape must fit in its
+member, and the metadata is strict JSON (``NaN``/``Infinity`` are refused).
+
+Dependencies: this module imports :mod:`poswise.network` (the network owns its config:
+``MLP.get_config``, ``MLP.check_config``, ``MLP.from_config``) and registers
+:func:`save_model` as the writer behind ``MLP.save``; the network never imports it.
 """
 import errno
 import hashlib
@@ -46,7 +58,8 @@ import zlib
 
 import numpy as np
 
-from .network import ACTIVATIONS, INITS, MLP, OUTPUTS
+from . import _filecheck
+from .network import ACTIVATIONS, CONFIG_FIELDS, INITS, MLP, OUTPUTS
 
 __all__ = ["FORMAT_NAME", "FORMAT_VERSION", "ModelFileError", "save_model", "load_model",
            "read_model_file"]
@@ -185,11 +198,62 @@ def _fsync_dir(dirname):
         os.close(fd)
 
 
+_TMP_SUFFIX = ".tmp"
+
+
+def _name_max(dirname):
+    try:
+        return int(os.pathconf(dirname, "PC_NAME_MAX"))
+    except (AttributeError, OSError, ValueError):
+        return 255
+
+
+def _temp_prefix(dirname, basename):
+    """``.<start of basename>.``: short enough for ``<pid>-<12 hex>.tmp`` to follow
+    within the file-system's name limit (a 240-character destination is legal)."""
+    room = _name_max(dirname) - len(".") - len(".") - 20 - 1 - 12 - len(_TMP_SUFFIX)
+    stem = os.fsencode(basename)[:max(room, 1)].decode(errors="ignore") or "m"
+    return f".{stem}."
+
+
+def _pid_alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OSError):
+        return True          # exists (owned by someone else) or cannot tell: keep it
+    return True
+
+
+def _remove_stale_temps(dirname, prefix):
+    """Delete temporaries of this destination whose writer process is gone (a save that
+    was killed); temporaries of live writers (concurrent saves) are left alone."""
+    try:
+        names = os.listdir(dirname)
+    except OSError:
+        return
+    for name in names:
+        if not (name.startswith(prefix) and name.endswith(_TMP_SUFFIX)):
+            continue
+        tag = name[len(prefix):-len(_TMP_SUFFIX)]
+        pid, _, token = tag.partition("-")
+        if not (pid.isdigit() and len(token) == 12) or _pid_alive(int(pid)):
+            continue
+        try:
+            os.unlink(os.path.join(dirname, name))
+        except OSError:
+            pass
+
+
 def _open_temp(dirname, basename):
     """Create a new file next to the destination, with the mode a plain ``open`` would
     give it (mkstemp's 0600 would survive the rename)."""
+    prefix = _temp_prefix(dirname, basename)
+    _remove_stale_temps(dirname, prefix)
     for _ in range(100):
-        tmp = os.path.join(dirname, f".{basename}.{secrets.token_hex(6)}.tmp")
+        tmp = os.path.join(dirname, f"{prefix}{os.getpid()}-{secrets.token_hex(6)}"
+                                    f"{_TMP_SUFFIX}")
         try:
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0),
                          0o666)
@@ -269,16 +333,13 @@ def save_model(net, path, *, metadata=None, arrays=None):
         payload[_bias_key(l)] = b
     extras = _extra_arrays(arrays)
     payload.update(extras)
+    config = net.get_config()
+    config["sizes"] = sizes          # the sizes of the arrays actually written
     meta = {
         "format": FORMAT_NAME,
         "format_version": FORMAT_VERSION,
         "poswise_version": __version__,
-        "sizes": sizes,
-        "activation": net.activation,
-        "leak": float(net.leak),
-        "output": net.output,
-        "init": net.init,
-        "dtype": dt.name,
+        **config,
         "extra_arrays": sorted(k[len(EXTRA_PREFIX):] for k in extras),
         "user": _user_metadata(metadata),
     }
@@ -307,24 +368,22 @@ def save_model(net, path, *, metadata=None, arrays=None):
 # ---------------------------------------------------------------------------- load
 def _header(zf, info, path):
     """(dtype, shape, fortran_order) of one ``.npy`` member, read without its data."""
-    fmt = np.lib.format
     try:
         with zf.open(info) as f:
-            version = fmt.read_magic(f)
-            if version == (1, 0):
-                shape, fortran, dtype = fmt.read_array_header_1_0(f)
-            else:
-                shape, fortran, dtype = fmt.read_array_header_2_0(f)
-            header_len = f.tell()
-    except _CORRUPTION + (SyntaxError,) as exc:
+            dtype, shape, fortran, header_len = _filecheck.read_npy_header(f)
+    except _filecheck.FileProblem as exc:
+        problem = str(exc)
+        if problem.startswith("it holds Python objects"):
+            raise ModelFileError(path, f"array {info.filename[:-4]!r} holds Python objects "
+                                       f"(dtype {problem.split('dtype ')[1].split(')')[0]}); "
+                                       f"poswise model files contain only numbers, and "
+                                       f"loading objects would need pickle, which can run "
+                                       f"arbitrary code. Refusing to load it.") from None
+        raise ModelFileError(path, f"member {info.filename!r} is {problem}.") from None
+    except _CORRUPTION as exc:
         raise ModelFileError(path, f"member {info.filename!r} is not a valid .npy array "
                                    f"({exc}).") from None
-    if dtype.hasobject:
-        raise ModelFileError(path, f"array {info.filename[:-4]!r} holds Python objects "
-                                   f"(dtype {dtype}); poswise model files contain only "
-                                   f"numbers, and loading objects would need pickle, which "
-                                   f"can run arbitrary code. Refusing to load it.")
-    nbytes = dtype.itemsize * math.prod(shape)
+    nbytes = _filecheck.nbytes(dtype, shape)
     if header_len + nbytes > info.file_size:
         raise ModelFileError(path, f"array {info.filename[:-4]!r} declares shape {shape} "
                                    f"({nbytes} bytes) but its member holds only "
@@ -332,12 +391,20 @@ def _header(zf, info, path):
     return dtype, shape, fortran
 
 
+def _no_constants(name):
+    raise ValueError(f"{name} is not valid JSON")
+
+
 def _parse_metadata(raw, path):
     if raw.dtype != np.uint8 or raw.ndim != 1:
         raise ModelFileError(path, f"'metadata' must be a 1-D uint8 array; got dtype "
                                    f"{raw.dtype}, shape {raw.shape}.")
     try:
-        meta = json.loads(raw.tobytes().decode("utf-8"))
+        # strict JSON: NaN and Infinity (which json accepts by default) are refused here,
+        # not later as an unnamed error of the integrity check
+        meta = json.loads(raw.tobytes().decode("utf-8"), parse_constant=_no_constants)
+    except RecursionError:
+        raise ModelFileError(path, "the metadata is nested too deeply.") from None
     except (UnicodeDecodeError, ValueError) as exc:
         raise ModelFileError(path, f"the metadata is not valid UTF-8 JSON ({exc}).") from None
     if not isinstance(meta, dict):
@@ -358,22 +425,10 @@ def _parse_metadata(raw, path):
         raise ModelFileError(path, f"metadata field {field!r} must be {expected}; got "
                                    f"{meta.get(field, '<missing>')!r}.")
 
-    sizes = meta.get("sizes")
-    if not (isinstance(sizes, list) and len(sizes) >= 2 and all(
-            isinstance(s, int) and not isinstance(s, bool) and s >= 1 for s in sizes)):
-        bad("sizes", "a list of at least two ints >= 1")
-    if meta.get("activation") not in ACTIVATIONS:
-        bad("activation", f"one of {ACTIVATIONS}")
-    if meta.get("output") not in OUTPUTS:
-        bad("output", f"one of {OUTPUTS}")
-    if meta.get("init") is not None and meta.get("init") not in INITS:
-        bad("init", f"null or one of {INITS}")
-    leak = meta.get("leak")
-    if not (isinstance(leak, (int, float)) and not isinstance(leak, bool)
-            and math.isfinite(leak) and leak >= 0):
-        bad("leak", "a finite number >= 0")
-    if meta.get("dtype") not in ("float32", "float64"):
-        bad("dtype", "'float32' or 'float64'")
+    try:
+        MLP.check_config({k: meta[k] for k in CONFIG_FIELDS if k in meta})
+    except ValueError as exc:
+        raise ModelFileError(path, f"metadata {exc}") from None
     extra = meta.get("extra_arrays")
     if not (isinstance(extra, list) and all(
             isinstance(n, str) and _EXTRA_NAME.fullmatch(n) for n in extra)):
@@ -406,12 +461,23 @@ def read_model_file(path):
     ------
     ModelFileError
         (a ``ValueError``) The file is not a poswise model file, is truncated or corrupted,
-        fails the integrity check, holds object arrays, or has a newer format version.
+        declares members or arrays larger than it holds, fails the integrity check,
+        holds object arrays or non-strict JSON metadata (NaN, Infinity), has a newer
+        format version, or is not a regular file (a FIFO or a device: refused at once,
+        without reading).
     FileNotFoundError, PermissionError, IsADirectoryError
         As ``open`` raises them.
     """
     path = os.fsdecode(os.fspath(path))
-    with open(path, "rb") as fh:
+    if os.path.isdir(path):
+        raise IsADirectoryError(errno.EISDIR, "Is a directory (not a poswise model file)",
+                                path)
+    try:
+        fh = _filecheck.open_regular(path)
+    except _filecheck.FileProblem as exc:
+        raise ModelFileError(path, f"{exc}.") from None
+    with fh:
+        archive_size = os.fstat(fh.fileno()).st_size
         magic = fh.read(4)
         if magic not in _ZIP_MAGIC:
             what = "an empty file" if not magic else (
@@ -425,6 +491,10 @@ def read_model_file(path):
             raise ModelFileError(path, f"the .npz archive is truncated or corrupted "
                                        f"({exc}).") from None
         with zf:
+            try:
+                _filecheck.check_zip(zf, archive_size)
+            except _filecheck.FileProblem as exc:
+                raise ModelFileError(path, f"{exc}.") from None
             infos = zf.infolist()
             names = [i.filename for i in infos]
             if len(set(names)) != len(names):
@@ -488,14 +558,16 @@ def read_model_file(path):
         if not (np.isfinite(weights[l]).all() and np.isfinite(biases[l]).all()):
             raise ModelFileError(path, f"weights_{l} or biases_{l} contain NaN or inf.")
     try:
-        net = MLP.from_arrays(weights, biases, activation=meta["activation"],
-                              leak=meta["leak"], output=meta["output"])
+        net = MLP.from_config({k: meta[k] for k in CONFIG_FIELDS}, weights, biases)
     except ValueError as exc:
         raise ModelFileError(path, str(exc)) from None
-    net.init = meta["init"]
     extras = {key[len(EXTRA_PREFIX):]: np.asarray(data[key], order="C") for key in data
               if key.startswith(EXTRA_PREFIX)}
     return net, meta["user"], extras
+
+
+# The file format owns files: MLP.save writes through this module (see the module doc).
+MLP._writer = staticmethod(save_model)
 
 
 def load_model(path):

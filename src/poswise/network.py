@@ -4,11 +4,15 @@ import numpy as np
 from . import _layout
 from ._layout import check_choice, check_dtype, check_scalar
 
-__all__ = ["MLP", "ACTIVATIONS", "INITS", "OUTPUTS"]
+__all__ = ["MLP", "ACTIVATIONS", "INITS", "OUTPUTS", "CONFIG_FIELDS"]
 
 ACTIVATIONS = ("relu", "tanh", "sigmoid", "leaky_relu", "identity")
 INITS = ("xavier_normal", "xavier_uniform", "he_normal", "lecun_normal")
 OUTPUTS = ("auto", "sigmoid", "softmax", "cosine", "identity")
+
+#: The settings that, with the weights and biases, define a network: what
+#: :meth:`MLP.get_config` returns and :meth:`MLP.from_config` accepts (plain JSON types).
+CONFIG_FIELDS = ("sizes", "activation", "leak", "output", "init", "dtype")
 
 
 def _init_weight(rng, init, n_out, n_in):
@@ -176,10 +180,87 @@ class MLP:
         return (f"MLP(sizes={self.sizes}, activation={self.activation!r}, "
                 f"dtype={np.dtype(self.dtype).name}, output={self.output!r})")
 
+    # ------------------------------------------------------------------ config / files
+    def get_config(self):
+        """The network's settings as a dict of JSON types (keys ``CONFIG_FIELDS``).
+
+        ``MLP.from_config(net.get_config(), net.weights, net.biases)`` rebuilds ``net``.
+        """
+        return {"sizes": [int(n) for n in self.sizes], "activation": self.activation,
+                "leak": float(self.leak), "output": self.output, "init": self.init,
+                "dtype": np.dtype(self.dtype).name}
+
+    @staticmethod
+    def check_config(config):
+        """Validate a config dict (as :meth:`get_config` makes); return it normalised.
+
+        Raises ``ValueError`` naming the first field that is missing or invalid.
+        """
+        if not isinstance(config, dict):
+            raise ValueError(f"A network config must be a dict with keys {CONFIG_FIELDS}; "
+                             f"got {type(config).__name__}.")
+
+        def bad(field, expected):
+            raise ValueError(f"config field {field!r} must be {expected}; got "
+                             f"{config.get(field, '<missing>')!r}.")
+
+        sizes = config.get("sizes")
+        if not (isinstance(sizes, (list, tuple)) and len(sizes) >= 2 and all(
+                isinstance(n, (int, np.integer)) and not isinstance(n, bool) and n >= 1
+                for n in sizes)):
+            bad("sizes", "a list of at least two ints >= 1")
+        for field, choices in (("activation", ACTIVATIONS), ("output", OUTPUTS)):
+            if not isinstance(config.get(field), str) or config.get(field) not in choices:
+                bad(field, f"one of {choices}")
+        init = config.get("init")
+        if init is not None and (not isinstance(init, str) or init not in INITS):
+            bad("init", f"null or one of {INITS}")
+        leak = config.get("leak")
+        if not (isinstance(leak, (int, float)) and not isinstance(leak, bool)
+                and np.isfinite(leak) and leak >= 0):
+            bad("leak", "a finite number >= 0")
+        if config.get("dtype") not in ("float32", "float64"):
+            bad("dtype", "'float32' or 'float64'")
+        return {"sizes": [int(n) for n in sizes], "activation": config["activation"],
+                "leak": float(leak), "output": config["output"], "init": init,
+                "dtype": config["dtype"]}
+
+    @classmethod
+    def from_config(cls, config, weights, biases):
+        """Build a network from a config dict and copies of its arrays.
+
+        The arrays are converted to ``config['dtype']`` and must have the shapes
+        ``config['sizes']`` gives; ``ValueError`` otherwise.
+        """
+        cfg = cls.check_config(config)
+        dt = np.dtype(cfg["dtype"])
+        sizes = cfg["sizes"]
+        weights, biases = list(weights), list(biases)
+        if len(weights) != len(sizes) - 1 or len(biases) != len(sizes) - 1:
+            raise ValueError(f"config sizes {sizes} need {len(sizes) - 1} weight matrices "
+                             f"and bias vectors; got {len(weights)} and {len(biases)}.")
+        for l, (w, b) in enumerate(zip(weights, biases)):
+            if np.shape(w) != (sizes[l + 1], sizes[l]) or np.shape(b) != (sizes[l + 1],):
+                raise ValueError(f"weights[{l}] {np.shape(w)} / biases[{l}] {np.shape(b)} do "
+                                 f"not match config sizes {sizes}.")
+        net = cls.from_arrays([np.asarray(w, dtype=dt) for w in weights],
+                              [np.asarray(b, dtype=dt) for b in biases],
+                              activation=cfg["activation"], leak=cfg["leak"],
+                              output=cfg["output"])
+        net.init = cfg["init"]
+        return net
+
+    #: The model-file writer ``writer(net, path, *, metadata=None)``. The file format
+    #: owns files: :mod:`poswise.io` imports this module and registers its
+    #: ``save_model`` here on import, so that this module never imports it.
+    _writer = None
+
     def save(self, path, *, metadata=None):
         """Write the network to ``path`` (a poswise model file; see :mod:`poswise.io`)."""
-        from .io import save_model
-        save_model(self, path, metadata=metadata)
+        if MLP._writer is None:       # only if poswise.io was never imported
+            raise RuntimeError("no model-file writer is registered; import poswise.io "
+                               "(importing poswise does).")
+        MLP._writer(self, path, metadata=metadata)
 
     def copy(self):
         """An independent copy of the network (weights, biases and settings)."""
@@ -220,8 +301,10 @@ class MLP:
         """Output-head values, shape ``(N, K)``.
 
         sigmoid: probability of class 1; softmax: class probabilities; cosine:
-        ``softmax(s cos)``; identity: the raw outputs.
+        ``softmax(s cos)`` (``s``: a finite float > 0, the scale of the cosines);
+        identity: the raw outputs.
         """
+        s = check_scalar(s, "s", "MLP.predict_proba", low=0)
         z = self.decision_function(X)
         head = self._head()
         if head == "sigmoid":
