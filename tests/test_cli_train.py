@@ -17,7 +17,7 @@ QUIET = ["--quiet"]
 
 
 def test_train_saves_model_and_history(tmp_path, capsys):
-    from poswise.experiments.data import load_dataset
+    from poswise.datasets import load
     from poswise.io import load_model
     save = tmp_path / "m" / "model.npz"
     assert main(["train", "--optimizer", "gd", "--epochs", "30", "--target-loss",
@@ -32,7 +32,7 @@ def test_train_saves_model_and_history(tmp_path, capsys):
     assert hist["settings"]["seed"] == 3 and hist["model_file"] == "model.npz"
     assert hist["settings"]["update"] == "sgd"
     # The saved network is the trained one: its loss is the history's last entry.
-    ds = load_dataset("synthetic")
+    ds = load("synthetic")
     p = np.clip(net.predict_proba(ds.X_train)[:, 0], 1e-300, 1)
     q = np.clip(1 - net.predict_proba(ds.X_train)[:, 0], 1e-300, 1)
     bce = -np.mean(ds.y_train * np.log(p) + (1 - ds.y_train) * np.log(q))

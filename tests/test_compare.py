@@ -44,7 +44,8 @@ def test_results_structure(sweep):
         assert RUN_KEYS <= set(r)
         assert len(r["loss"]) == len(r["seconds"]) == len(r["val_loss"]) == r["epochs"] + 1
         assert r["stopped_reason"] == "target_reached"
-        assert r["loss"][r["epochs_to_target"]] < 0.3 <= r["loss"][r["epochs_to_target"] - 1]
+        e = r["epochs_to_target"]
+        assert r["loss"][e] < 0.3 <= r["loss"][e - 1]
         assert r["seconds_to_target"] == r["seconds"][r["epochs_to_target"]]
         assert 0.0 <= r["final_train_accuracy"] <= 1.0
         # The crossing at the target level is the target epoch itself.
@@ -381,8 +382,9 @@ def test_one_summary_entry_and_table_row_per_schedule_rule_and_lr():
     assert sorted(keys) == sorted((o, u, lr) for o in ("gd", "pwo") for u in ("sgd", "adam")
                                   for lr in (0.1, 0.2))
     for e in summ["by_lr"]:
-        eps = [r["epochs_to_target"] for r in res["runs"] if r["optimizer"] == e["optimizer"]
-               and r["update"] == e["update"] and r["lr"] == e["lr"]]
+        eps = [r["epochs_to_target"] for r in res["runs"]
+               if r["optimizer"] == e["optimizer"] and r["update"] == e["update"]
+               and r["lr"] == e["lr"]]
         assert len(eps) == 3 and e["epochs_to_target"] == np.median(eps)
     assert set(summ["best"]) == {"gd+sgd", "pwo+sgd", "gd+adam", "pwo+adam"}
     assert all(b["lr"] == 0.2 for b in summ["best"].values())
@@ -408,7 +410,8 @@ def test_compare_runs_every_schedule_and_rule(data):
     res = compare(data, hidden=(6,), lr=[0.05], max_epochs=5, seeds=2,
                   update=["sgd", "adam"], update_params={"betas": (0.8, 0.99)})
     got = [(r["seed"], r["optimizer"], r["update"]) for r in res["runs"]]
-    assert got == [(s, o, u) for s in (0, 1) for u in ("sgd", "adam") for o in ("gd", "pwo")]
+    assert got == [(s, o, u) for s in (0, 1) for u in ("sgd", "adam")
+                   for o in ("gd", "pwo")]
     adam = [r for r in res["runs"] if r["update"] == "adam"]
     assert all(r["update_params"]["betas"] in ([0.8, 0.99], (0.8, 0.99)) for r in adam)
     # Same seed, same initial network for every arm; rules give different curves.

@@ -299,13 +299,15 @@ def plot_comparison(results, *, lr=None, key="loss", per_seed=False, target="aut
         lvl = f"{target_name} {target:g}"
         titles = (f"Epochs until the median curve < {lvl}",
                   f"Training time until the median curve < {lvl}")
-    titles = (titles[0], titles[1] + "\nset-up excluded (median: " + ", ".join(setups) + ")")
+    titles = (titles[0],
+              titles[1] + "\nset-up excluded (median: " + ", ".join(setups) + ")")
     for ax, x, tl in ((ax_e, "epoch", titles[0]), (ax_s, "seconds", titles[1])):
         _finish(ax, ys, key, x, target, target_name, logy, legend=True)
         ax.set_title(f"{tl}\n" + ", ".join(heads[x]), fontsize="medium")
     n = max(n_seeds)
     seeds = (f"median of {n} seeds, band: interquartile range" if n > 1 else "1 seed")
-    fig.suptitle(f"{s['dataset']}: network {'-'.join(map(str, s['sizes']))}, {s['loss']}, "
+    fig.suptitle(f"{s.get('dataset_label') or s['dataset']}: network "
+                 f"{'-'.join(map(str, s['sizes']))}, {s['loss']}, "
                  f"{s['dtype']}; {seeds}", fontsize="medium")
     return fig
 
@@ -368,7 +370,8 @@ def plot_lr_sweep(results, *, figsize=None):
         ax.set_ylabel(ylabel)
         ax.grid(True, which="both", alpha=0.3)
         ax.legend(fontsize="small")
-    title = f"{s['dataset']}: network {'-'.join(map(str, s['sizes']))}, {s['loss']}"
+    title = (f"{s.get('dataset_label') or s['dataset']}: network "
+             f"{'-'.join(map(str, s['sizes']))}, {s['loss']}")
     if has_target:
         title += f", target {s['target_loss']:g}"
     n = len(s["seeds"])

@@ -6,7 +6,7 @@ The concepts themselves have one registry each, owned by their modules:
   trainer class, each class with a display ``label``;
 * update rules (how a gradient becomes a step): :data:`poswise.updates.UPDATE_RULES` and
   :data:`poswise.updates.UPDATE_LABELS`;
-* datasets: :data:`poswise.datasets.DATASETS`.
+* datasets: :data:`poswise.datasets.DATASETS` (name -> label, classes, loader).
 
 This module adds, keyed by those names and nowhere else: the colours, line styles and
 markers of the figures (Okabe-Ito colours, safe for the common colour-vision
@@ -21,12 +21,13 @@ from .updates import UPDATE_LABELS, UPDATE_RULES, get_update
 
 try:
     from .trainers import SCHEDULES
-except ImportError:       # pragma: no cover - until the schedules registry lands in trainers
+except ImportError:       # pragma: no cover - until trainers.SCHEDULES lands
     from .trainers import GradientDescent as _GD, PositionWise as _PWO
     SCHEDULES = {"gd": _GD, "pwo": _PWO}
 
 __all__ = ["SCHEDULES", "UPDATE_RULES", "UPDATE_LABELS", "CLASSIFICATION_LOSSES",
-           "DEFAULT_SCHEDULES", "SCHEDULE_STYLES", "RULE_STYLES", "schedule_label",
+           "DEFAULT_SCHEDULES", "SCHEDULE_STYLES", "RULE_STYLES", "dataset_label",
+           "schedule_label",
            "rule_label", "run_label", "curve_style", "make_trainer", "json_clean"]
 
 #: Losses an experiment can run: those trained on class labels (it reports accuracy).
@@ -60,6 +61,14 @@ RULE_STYLES = {
 # Fallbacks for names registered after this table was written (styles only, no labels).
 _EXTRA_COLORS = ("#999999", "#F0E442", "#882255", "#44AA99")
 _EXTRA_STYLES = (":", (0, (5, 1, 1, 1)), (0, (1, 1)))
+
+
+def dataset_label(name):
+    """How tables and figures print a dataset: its registry label ("Fashion-MNIST"), or
+    the name itself for your own data."""
+    from .datasets import DATASETS
+    info = DATASETS.get(name)
+    return info.label if info is not None else name
 
 
 def schedule_label(name):

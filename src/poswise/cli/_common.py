@@ -130,8 +130,8 @@ def _probe_dir(folder, what):
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise Fail(f"{what}: cannot create the folder {str(folder)!r} ({exc.strerror or exc})"
-                   ".", EXIT_DATA) from None
+        raise Fail(f"{what}: cannot create the folder {str(folder)!r} "
+                   f"({exc.strerror or exc}).", EXIT_DATA) from None
     if not folder.is_dir():
         raise Fail(f"{what}: {str(folder)!r} is not a folder.", EXIT_DATA)
     probe = folder / f".poswise-probe.{os.getpid()}"
@@ -217,12 +217,12 @@ def dtype_of(args):
 def load_data(args):
     """The dataset of ``--data FILE`` (+ ``--name``) or ``--dataset``; data problems
     become ``Fail(..., 1)``."""
-    from ..experiments.data import load_dataset, load_file
+    from .. import datasets
     try:
         if args.data is not None:
-            return load_file(args.data, name=args.name, dtype=dtype_of(args))
-        return load_dataset(args.dataset, args.data_dir, dtype=dtype_of(args),
-                            download=bool(args.download))
+            return datasets.load_file(args.data, name=args.name, dtype=dtype_of(args))
+        return datasets.load(args.dataset, args.data_dir, dtype=dtype_of(args),
+                             download=bool(args.download))
     except (OSError, ValueError, KeyError) as exc:     # FileNotFoundError, DatasetError
         if debug():
             raise

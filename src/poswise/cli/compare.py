@@ -11,6 +11,7 @@ from pathlib import Path
 from ._common import (DEFAULT_OUT, EXIT_DATA, EXIT_USAGE, Fail, check_loss,
                       check_output_dir, dataset_key, dtype_of, eprint, load_data, out,
                       progress_mode, resolve, rule_overrides, write_json, write_text)
+from ..registry import dataset_label
 from .parser import PRESETS
 
 __all__ = ["cmd_compare", "run_compare"]
@@ -71,7 +72,8 @@ def run_compare(args, key, preset, command, signals):
     quiet = args.quiet
     n_seeds = st["seeds"] if isinstance(st["seeds"], int) else len(st["seeds"])
     eprint(f"Comparing {', '.join(args.optimizers)} with {', '.join(args.update)} on "
-           f"{ds.name} ({ds.n_train} train / {ds.n_test} validation samples, "
+           f"{dataset_label(ds.name)} ({ds.n_train} train / {ds.n_test} validation "
+           f"samples, "
            f"{ds.n_features} features): hidden {','.join(map(str, st['hidden'])) or 'none'}"
            f", {st['loss']}, lr {','.join(f'{v:g}' for v in st['lr'])}, target "
            f"{st['target_loss'] if st['target_loss'] is not None else 'none'}, at most "

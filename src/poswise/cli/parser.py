@@ -7,7 +7,7 @@ formats) is read from the module that owns it. Prefix matching is off everywhere
 import argparse
 import math
 
-from ..experiments.data import dataset_names
+from ..datasets import DATASETS
 from ..plots import FORMATS
 from ..registry import CLASSIFICATION_LOSSES, DEFAULT_SCHEDULES, SCHEDULES, UPDATE_RULES
 from ._common import DEFAULT_OUT
@@ -153,8 +153,7 @@ RULE_FLAGS = {
 def _add_data_options(p, *, with_dataset=True):
     g = p.add_argument_group("data")
     if with_dataset:
-        names = dataset_names()
-        g.add_argument("--dataset", choices=names,
+        g.add_argument("--dataset", choices=tuple(DATASETS),
                        help="data to train on (default: synthetic, a small generated "
                             "problem; the others need their files, see --data-dir)")
         g.add_argument("--data", metavar="FILE",

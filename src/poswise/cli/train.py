@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..registry import make_trainer, run_label
+from ..registry import dataset_label, make_trainer, run_label
 from ._common import (EXIT_DATA, EXIT_USAGE, Fail, check_loss, check_output_file,
                       dataset_key, debug, dtype_of, eprint, load_data, out,
                       progress_mode, resolve, rule_overrides, write_json)
@@ -122,7 +122,8 @@ def cmd_train(args, command, signals):
             start = f"from epoch {epoch}, " if epoch else ""
             target = (f", target {st['target_loss']:g}" if st["target_loss"] is not None
                       else "")
-            eprint(f"Training {name} (lr {lr:g}, {loss}) on {ds.name}: network "
+            eprint(f"Training {name} (lr {lr:g}, {loss}) on {dataset_label(ds.name)}: "
+                   f"network "
                    f"{'-'.join(map(str, sizes))}, {ds.n_train} samples, {start}up to "
                    f"{st['max_epochs']} epochs{target}. Ctrl-C stops and saves.",
                    quiet=args.quiet)

@@ -5,7 +5,7 @@
   compact JSON form of the results (:func:`for_json`);
 * :mod:`.table`: :func:`format_table`, the results as text;
 * :mod:`.paper`: the loss the paper's reference code reported;
-* :mod:`.data`: datasets by name or file, through :mod:`poswise.datasets`' registry.
+* :mod:`.settings`: the checks of the settings, before any training.
 
 The results are a plain, JSON-serialisable dict; :mod:`poswise.plots` draws them.
 """

@@ -21,8 +21,8 @@ from numbers import Integral
 import numpy as np
 
 from .._layout import check_widths
-from ..registry import (CLASSIFICATION_LOSSES, DEFAULT_SCHEDULES, SCHEDULES, make_trainer,
-                        run_label)
+from ..registry import (CLASSIFICATION_LOSSES, DEFAULT_SCHEDULES, SCHEDULES, dataset_label,
+                        make_trainer, run_label)
 from . import paper as _paper
 from .settings import (CompareError, as_list, check, is_int, is_real, resolve_rules,
                        unpack_dataset)
@@ -201,7 +201,8 @@ def compare(dataset, *, hidden=(20, 7, 5), loss=None, lr=0.01, target_loss=None,
     val = (Xte, yte) if Xte.shape[0] else None
 
     settings = dict(
-        dataset=name, n_train=int(Xtr.shape[0]), n_test=int(Xte.shape[0]),
+        dataset=name, dataset_label=dataset_label(name), n_train=int(Xtr.shape[0]),
+        n_test=int(Xte.shape[0]),
         n_features=int(Xtr.shape[1]), n_classes=int(n_classes), sizes=list(sizes),
         hidden=list(hidden), loss=loss, lr=lrs, target_loss=target_loss,
         max_epochs=max_epochs, seeds=seed_list, dtype=np.dtype(dt).name, init=init,

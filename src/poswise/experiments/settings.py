@@ -89,12 +89,12 @@ def resolve_rules(update, update_params=None):
 def unpack_dataset(dataset):
     """(X_train, y_train, X_test, y_test, name, n_classes) from a Dataset-like input."""
     if isinstance(dataset, str):
-        from .data import dataset_names, load_dataset
-        if dataset not in dataset_names():
+        from ..datasets import DATASETS, load
+        if dataset not in DATASETS:
             raise CompareError(f"The 'dataset' parameter of compare must be a Dataset, a "
                                f"tuple (X_train, y_train, X_test, y_test) or one of "
-                               f"{', '.join(dataset_names())}. Got {dataset!r} instead.")
-        dataset = load_dataset(dataset)
+                               f"{', '.join(DATASETS)}. Got {dataset!r} instead.")
+        dataset = load(dataset)
     if all(hasattr(dataset, a) for a in ("X_train", "y_train", "X_test", "y_test")):
         parts = (dataset.X_train, dataset.y_train, dataset.X_test, dataset.y_test)
         name = str(getattr(dataset, "name", "data"))

@@ -88,7 +88,8 @@ def format_table(results):
     target = s.get("target_loss")
     seeds = s["seeds"]
     lines = [
-        f"Dataset {s['dataset']} ({s['n_train']} train / {s['n_test']} validation samples, "
+        f"Dataset {s.get('dataset_label') or s['dataset']} ({s['n_train']} train / "
+        f"{s['n_test']} validation samples, "
         f"{s['n_features']} features), network {'-'.join(map(str, s['sizes']))} "
         f"{s['activation']}, loss {s['loss']}, {s['dtype']}, init {s['init']}"
         f"{', batch ' + str(s['batch_size']) if s.get('batch_size') else ', full batch'}.",
@@ -144,5 +145,6 @@ def format_table(results):
                 row += [_fmt(c["epochs"], ".0f", "no"), _fmt(c["seconds"], ".3g")]
             rws.append(row)
         lines += ["", f"Epochs and seconds until {title} first fell below each level "
-                      f"(medians):", _table(hdr, rws, [">", "<", "<"] + [">"] * (len(hdr) - 3))]
+                      f"(medians):",
+                  _table(hdr, rws, [">", "<", "<"] + [">"] * (len(hdr) - 3))]
     return "\n".join(lines)
