@@ -13,9 +13,10 @@ ACTS = ["relu", "tanh", "sigmoid", "leaky_relu", "identity"]
 LOSSES = [("bce", 1), ("cross_entropy", 3), ("am_softmax", 3), ("mse", 2)]
 
 
-def _engine(kind, net, X, y, loss, s=30.0, m=0.35):
+def _engine(kind, net, X, y, loss, s=30.0, m=0.35, pwo=True):
+    spans = list(range(net.n_layers - 1, -1, -1)) if pwo else [0]
     eng = ENGINES[kind](net._weights, net._biases, loss, net.activation, net.leak, s, m,
-                        X.shape[0])
+                        X.shape[0], spans=spans)
     eng.set_data(X, y)
     return eng
 
@@ -120,7 +121,7 @@ def test_edge_shapes_match_twin(dtype, tol, N, D, sizes):
     e1, e2 = _engine("cython", net, X, y, loss), _engine("numpy", twin, X, y, loss)
     e1.forward(), e2.forward()
     for _ in range(3):
-        a, b = e1.epoch(True, 0.1), e2.epoch(True, 0.1)
+        a, b = e1.epoch(0.1), e2.epoch(0.1)
         assert a == pytest.approx(b, rel=tol)
     for l in range(net.n_layers):
         assert rel_err(net.weights[l], twin.weights[l]) <= tol
@@ -132,7 +133,7 @@ def test_rollback_restores_snapshot():
     before = [a.copy() for a in net.weights + net.biases]
     eng = _engine("cython", net, X, y, "bce")
     eng.forward()
-    eng.epoch(True, 0.5)          # snapshots the state first
+    eng.epoch(0.5)                # snapshots the state first
     assert not np.array_equal(net.weights[0], before[0])
     eng.rollback()
     for a, b in zip(net.weights + net.biases, before):

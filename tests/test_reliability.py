@@ -14,7 +14,8 @@ import warnings
 import numpy as np
 import pytest
 
-from poswise import MLP, DivergenceWarning, GradientDescent, PositionWise, trainers
+from poswise import MLP, DivergenceWarning, GradientDescent, PositionWise
+from poswise import _plan as trainers   # where the engines are built
 
 # numpy's own warnings while the numpy backend overflows (DivergenceWarning is kept)
 pytestmark = [pytest.mark.filterwarnings("ignore:overflow encountered:RuntimeWarning"),

@@ -290,7 +290,7 @@ def test_kernel_releases_gil():
     try:
         before = len(ticks)
         for _ in range(5):
-            eng.epoch(False, 0.01)
+            eng.epoch(0.01)
         during = len(ticks) - before
     finally:
         done.set()
@@ -379,7 +379,7 @@ def test_dual_epochs_run_blas_on_one_thread_unless_told():
 def test_fused_gd_epoch_matches_primal(monkeypatch, loss, K, dtype, tol, block_bytes):
     """Full-batch GD with the direct first layer reads X once per epoch, block by block
     (blocks of 16 rows, of an odd size with a tail, or one block): same results."""
-    import poswise.trainers as tr
+    import poswise._plan as tr
     monkeypatch.setattr(tr, "FUSED_BLOCK_BYTES", block_bytes)
     rng = np.random.default_rng(K)
     X, y = make_problem(203, 37, K, loss, rng)
@@ -408,7 +408,7 @@ def test_fused_gd_epoch_matches_primal(monkeypatch, loss, K, dtype, tol, block_b
 def test_row_threaded_pwo_matches_primal(monkeypatch, loss, K, dtype, tol, threads):
     """PWO span steps split over threads by rows (partial gradients added in thread
     order) agree with the serial BLAS path, validation data included."""
-    import poswise.trainers as tr
+    import poswise._plan as tr
     monkeypatch.setattr(tr, "SPAN_THREAD_MIN_ROWS", 1)
     rng = np.random.default_rng(K + threads)
     X, y = make_problem(211, 37, K, loss, rng)

@@ -366,7 +366,7 @@ BAD_FITS = [
     ("bce-minus-one", _net, {}, (X4, 2 * Y4 - 1), {}, ValueError,
      "y for loss 'bce' must hold labels 0 and 1; found [-1.0]."),
     ("bce-outputs", lambda: _net(3), {}, (XC, YC), {}, ValueError,
-     "loss 'bce' needs a network with 1 output; this one has 3. Use loss='cross_entropy'"),
+     "y for loss 'bce' with 3 outputs (multi-label) must have shape (n_samples, 3)"),
     ("ce-high", lambda: _net(3), dict(loss="cross_entropy"), (XC, np.r_[YC[:-1], 3]), {},
      ValueError, "y for loss 'cross_entropy' must hold labels in [0, 3) (the network has 3 "
                  "outputs); found labels from 0 to 3."),
@@ -486,7 +486,10 @@ def test_resume_validation_leaves_network_untouched(tmp_path, cls):
 
 def test_network_arrays_that_no_longer_chain():
     net = _net()
-    net.biases[0] = np.zeros(7)
+    with pytest.raises(ValueError, match=same("biases[0] must keep its shape (3,); got "
+                                              "(7,).")):
+        net.biases[0] = np.zeros(7)
+    list.__setitem__(net.biases, 0, np.zeros(7))     # past the list's own check
     with pytest.raises(ValueError, match=same("The network's arrays no longer chain at "
                                               "layer 0: weights (3, 4), biases (7,).")):
         GradientDescent(0.1).fit(net, X4, Y4, epochs=1)

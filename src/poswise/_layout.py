@@ -213,7 +213,8 @@ def _all_finite(a, block_bytes=1 << 22):
 def check_y(y, loss, n_samples, n_outputs, dtype, name="y"):
     """Return targets in the kernels' form for ``loss``.
 
-    bce: ``(N,)`` of ``dtype`` in {0, 1}; cross_entropy / am_softmax: ``(N,)`` ``intc``
+    bce: ``(N,)`` of ``dtype`` in {0, 1}, or ``(N, K)`` for K > 1 outputs (multi-label);
+    cross_entropy / am_softmax: ``(N,)`` ``intc``
     labels in ``[0, K)``; mse: ``(N, K)`` of ``dtype``.
     """
     arr = _as_numeric(y, name)
@@ -227,6 +228,12 @@ def check_y(y, loss, n_samples, n_outputs, dtype, name="y"):
                 f"{name} for loss 'mse' must have shape (n_samples, {n_outputs})"
                 f"{' or (n_samples,)' if n_outputs == 1 else ''} to match the network's "
                 f"{n_outputs} output(s); got shape {arr.shape}.")
+    elif loss == "bce" and n_outputs > 1:
+        if arr.ndim != 2 or arr.shape[1] != n_outputs:
+            raise ValueError(
+                f"{name} for loss 'bce' with {n_outputs} outputs (multi-label) must have "
+                f"shape (n_samples, {n_outputs}) with 0/1 entries; got shape {arr.shape}. "
+                f"Use loss='cross_entropy' for one label out of several classes.")
     elif arr.ndim != 1:
         raise ValueError(f"{name} must be a 1-D array of labels, one per sample; got shape "
                          f"{arr.shape}.")
@@ -241,9 +248,6 @@ def check_y(y, loss, n_samples, n_outputs, dtype, name="y"):
                              f"become inf after conversion); rescale the targets.")
         return out
     if loss == "bce":
-        if n_outputs != 1:
-            raise ValueError(f"loss 'bce' needs a network with 1 output; this one has "
-                             f"{n_outputs}. Use loss='cross_entropy' for several classes.")
         bad = ~((arr == 0) | (arr == 1))
         if bad.any():
             raise ValueError(f"{name} for loss 'bce' must hold labels 0 and 1; found "

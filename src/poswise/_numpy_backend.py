@@ -4,8 +4,9 @@ Written for clarity, not speed: this is the readable specification of what
 ``poswise._kernels._core.Engine`` computes, the oracle its tests compare against, and a
 benchmark baseline. Same layout, same interface, same span semantics (see the docstring of
 ``_core.pyx``): ``step(first, lr)`` computes the gradients of layers ``first..L-1`` from
-the current activations and weights, updates those layers, and re-runs the forward pass
-from layer ``first``.
+the current activations and weights, updates those layers with the update rule (whose
+formulas are :meth:`poswise.updates.UpdateRule.apply`), and re-runs the forward pass from
+layer ``first``; an epoch runs the schedule's span steps in order.
 """
 import numpy as np
 
@@ -69,11 +70,34 @@ def forward_output(weights, biases, X, activation, leak, *, cosine=False):
     return a @ weights[-1].T + biases[-1]
 
 
+def new_rule_state(rule, shapes, dtype):
+    """Zero state of ``rule`` for layers with weight ``shapes`` (the layout of
+    ``_core.Engine``'s ``state``: step counts ``t`` and per-layer state arrays)."""
+    n = rule.n_state
+    return {
+        "t": np.zeros(len(shapes), dtype=np.int64),
+        "s1W": [np.zeros(sh, dtype=dtype) if n >= 1 else None for sh in shapes],
+        "s2W": [np.zeros(sh, dtype=dtype) if n >= 2 else None for sh in shapes],
+        "s1b": [np.zeros(sh[0], dtype=dtype) if n >= 1 else None for sh in shapes],
+        "s2b": [np.zeros(sh[0], dtype=dtype) if n >= 2 else None for sh in shapes],
+    }
+
+
 class NumpyEngine:
-    """Plain-numpy engine with the interface of ``_core.Engine``."""
+    """Plain-numpy engine with the interface of ``_core.Engine``.
+
+    ``rule`` is an :class:`poswise.updates.UpdateRule` (None: plain SGD), ``state`` the
+    rule's state (see :func:`new_rule_state`), ``spans`` the schedule (first layers of
+    the span steps of an epoch), ``scales`` per-layer learning-rate multipliers.
+    """
+
+    threads = 1
+    fused = False
+    row_threads = False
 
     def __init__(self, weights, biases, loss, activation, leak, s, m, capacity,
-                 train=True, dual=None):
+                 train=True, dual=None, rule=None, state=None, spans=None, scales=None):
+        from .updates import SGD
         if dual is not None:
             raise ValueError("the numpy backend has no dual first layer; "
                              "use first_layer='primal'")
@@ -81,38 +105,69 @@ class NumpyEngine:
         self.loss, self.activation, self.leak, self.s, self.m = loss, activation, leak, s, m
         self.capacity = capacity
         self.L = len(weights)
+        self.rule = SGD() if rule is None else rule
+        self.state = (new_rule_state(self.rule, [w.shape for w in weights], weights[0].dtype)
+                      if state is None else state)
+        self.spans = [0] if spans is None else [int(f) for f in spans]
+        self.scales = [1.0] * self.L if scales is None else [float(c) for c in scales]
+        sizes = [w.size + w.shape[0] for w in weights]
+        self.offsets = tuple(int(x) for x in np.concatenate([[0], np.cumsum(sizes)]))
+        self.grad_buffer = np.zeros(self.offsets[-1], dtype=weights[0].dtype)
         self._backup = None
+        self._win = None
 
-    def set_data(self, X, y, P=None, G=None):
-        self.X, self.y = X, y
-        self.A = [X] + [None] * (self.L - 1)    # A[l] is the input of layer l
+    def set_data(self, X, y, P=None, G=None, n_total=None):
+        self.X, self.y, self.n_total = X, y, n_total
+        N = X.shape[0]
+        self._win = None
+        self.A = [X] + [np.zeros((N, w.shape[1]), dtype=X.dtype) for w in self.W[1:]]
+        self.out = np.zeros((N, self.W[-1].shape[0]), dtype=X.dtype)
+        self.delta = np.zeros_like(self.out)
+
+    def window(self, lo, hi, X_block=None):
+        """Restrict forward/gradients to rows [lo, hi), with ``X_block`` as their input."""
+        if lo == 0 and hi == self.X.shape[0] and X_block is None:
+            self._win = None
+        else:
+            self._win = (lo, hi, self.X[lo:hi] if X_block is None else X_block)
+
+    def _rows(self):
+        if self._win is None:
+            return slice(None), self.X
+        lo, hi, Xb = self._win
+        return slice(lo, hi), Xb
 
     def _forward(self, start):
         L = self.L
+        rows, X0 = self._rows()
         for l in range(start, L):
-            a = self.A[l]
+            a = X0 if l == 0 else self.A[l][rows]
             if l < L - 1:
-                self.A[l + 1] = activate(a @ self.W[l].T + self.b[l], self.activation,
-                                         self.leak)
+                self.A[l + 1][rows] = activate(a @ self.W[l].T + self.b[l], self.activation,
+                                               self.leak)
             elif self.loss == "am_softmax":
                 self.ahat, self.anorm = normalize_rows(a)
                 self.what, self.wnorm = normalize_rows(self.W[l])
-                self.out = self.ahat @ self.what.T
+                self.out[rows] = self.ahat @ self.what.T
             else:
-                self.out = a @ self.W[l].T + self.b[l]
-        value, self.delta = loss_value_and_delta(self.loss, self.out, self.y, s=self.s,
-                                                 m=self.m)
+                self.out[rows] = a @ self.W[l].T + self.b[l]
+        n_total = self.n_total
+        if n_total is None and self._win is not None:
+            n_total = self.X.shape[0]
+        value, self.delta[rows] = loss_value_and_delta(
+            self.loss, self.out[rows], self.y[rows], s=self.s, m=self.m, n_total=n_total)
         return float(value)
 
-    def forward(self):
-        return self._forward(0)
+    def forward(self, start=0):
+        return self._forward(start)
 
     def _gradients(self, first):
         """{l: (dE/dW[l], dE/db[l])} for l in first..L-1, from the current state."""
         grads = {}
-        delta = self.delta                     # dE/dZ[L-1]
+        rows, X0 = self._rows()
+        delta = self.delta[rows]                     # dE/dZ[L-1]
         for l in range(self.L - 1, first - 1, -1):
-            a = self.A[l]
+            a = X0 if l == 0 else self.A[l][rows]
             if l == self.L - 1 and self.loss == "am_softmax":
                 g_what = delta.T @ self.ahat
                 grads[l] = (normalize_backward(g_what, self.what, self.wnorm), None)
@@ -126,43 +181,81 @@ class NumpyEngine:
                 delta = g_a * activation_derivative(a, self.activation, self.leak)
         return grads
 
-    def step(self, first, lr, refresh=True):
+    def gradients(self, first, accumulate=False):
+        """The span's gradients into the packed ``grad_buffer`` (see ``_core.Engine``)."""
         for l, (gW, gb) in self._gradients(first).items():
-            self.W[l] -= lr * gW
+            o, k = self.offsets[l], self.W[l].size
+            gw_part = self.grad_buffer[o:o + k].reshape(self.W[l].shape)
+            gb_part = self.grad_buffer[o + k:self.offsets[l + 1]]
+            if not accumulate:
+                gw_part[...] = 0
+                gb_part[...] = 0
+            gw_part += gW
             if gb is not None:
-                self.b[l] -= lr * gb
+                gb_part += gb
+        return self.grad_buffer[self.offsets[first]:]
+
+    def _update(self, l, gW, gb, lr):
+        """One update of layer l by the rule: the weight and the bias are two parameters
+        with the same step count."""
+        st = self.state
+        st["t"][l] += 1
+        t, lrl = int(st["t"][l]), lr * self.scales[l]
+        self.rule.apply(self.W[l], gW, [st["s1W"][l], st["s2W"][l]], t, lrl)
+        if gb is not None:
+            self.rule.apply(self.b[l], gb, [st["s1b"][l], st["s2b"][l]], t, lrl)
+
+    def apply(self, first, lr):
+        cosine = self.loss == "am_softmax"
+        for l in range(first, self.L):
+            o, k = self.offsets[l], self.W[l].size
+            gb = None if cosine and l == self.L - 1 else self.grad_buffer[o + k:self.offsets[l + 1]]
+            self._update(l, self.grad_buffer[o:o + k].reshape(self.W[l].shape), gb, lr)
+
+    def step(self, first, lr, refresh=True):
+        for l, (gW, gb) in sorted(self._gradients(first).items()):
+            self._update(l, gW, gb, lr)
         if refresh:
             return self._forward(first)
         return 0.0
 
-    def epoch(self, pwo, lr):
-        self.snapshot()
-        if not pwo:
-            return self.step(0, lr)
-        for first in range(self.L - 1, -1, -1):
-            loss = self.step(first, lr)
-        return loss
+    def _finite(self):
+        return all(np.isfinite(p).all() for p in self.W + self.b)
 
-    def batch_step(self, pwo, lr):
+    def epoch(self, lr):
+        self.snapshot()
+        for first in self.spans:
+            loss = self.step(first, lr)
+        return loss if self._finite() else float("nan")
+
+    def batch_step(self, lr):
         self._forward(0)
-        if pwo:
-            for first in range(self.L - 1, 0, -1):
-                self.step(first, lr)
-        self.step(0, lr, refresh=False)
+        for k, first in enumerate(self.spans):
+            self.step(first, lr, refresh=k < len(self.spans) - 1)
+        return self._finite()
+
+    def _state_arrays(self):
+        st = self.state
+        return self.W + self.b + [st["t"]] + [a for key in ("s1W", "s2W", "s1b", "s2b")
+                                              for a in st[key] if a is not None]
 
     def snapshot(self):
-        self._backup = ([w.copy() for w in self.W], [b.copy() for b in self.b])
+        self._backup = [a.copy() for a in self._state_arrays()]
 
     def rollback(self):
-        for dst, src in zip(self.W + self.b, self._backup[0] + self._backup[1]):
+        for dst, src in zip(self._state_arrays(), self._backup):
             np.copyto(dst, src)
 
     def accuracy(self):
+        rows, _ = self._rows()
+        out, y = self.out[rows], self.y[rows]
         if self.loss == "mse":
             return float("nan")
         if self.loss == "bce":
-            return float(np.mean((self.out[:, 0] > 0) == (self.y > 0.5)))
-        return float(np.mean(np.argmax(self.out, axis=1) == self.y))
+            hits = (out > 0) == (np.reshape(y, out.shape) > 0.5)
+            return float(np.mean(hits.all(axis=1)))
+        return float(np.mean(np.argmax(out, axis=1) == y))
 
     def output(self):
-        return self.out.copy()
+        rows, _ = self._rows()
+        return self.out[rows].copy()

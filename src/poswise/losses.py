@@ -6,7 +6,7 @@ respect to the output layer's pre-activation ``Z`` is therefore a per-sample ter
 =================  ==============  ======  =================================================
 name               output          K       per-sample loss
 =================  ==============  ======  =================================================
-``bce``            sigmoid         1       ``-(y log p + (1-y) log(1-p))``, from logits
+``bce``            sigmoid         >= 1    ``-sum_k (y log p + (1-y) log(1-p))``, logits
 ``cross_entropy``  softmax         >= 2    ``-log softmax(z)[y]``, integer labels
 ``am_softmax``     cosine          >= 2    ``-log softmax(s (cos - m [k = y]))[y]``
 ``mse``            identity        any     ``1/2 ||z - y||^2``
@@ -45,25 +45,30 @@ def _log_softmax(z):
     return shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
 
 
-def loss_value_and_delta(loss, out, y, *, s=30.0, m=0.35):
+def loss_value_and_delta(loss, out, y, *, s=30.0, m=0.35, n_total=None):
     """Mean loss of the output-layer values ``out`` and ``dE/d(out)``.
 
     ``out`` is ``(N, K)``: logits for bce / cross_entropy / mse, cosines for am_softmax
     (the returned gradient is then with respect to the cosines). ``y`` is in the form of
-    ``poswise._layout.check_y``. This is the numpy reference of the kernels' loss.
+    ``poswise._layout.check_y``. The mean is over ``n_total`` samples (default N): with
+    more, the result is these rows' share of it. This is the numpy reference of the
+    kernels' loss. ``bce`` with K > 1 outputs is K independent sigmoid outputs
+    (multi-label), summed over outputs and averaged over samples.
     """
-    N = out.shape[0]
+    N = out.shape[0] if n_total is None else n_total
     if loss == "bce":
-        z = out[:, 0]
-        value = np.mean(np.maximum(z, 0) - z * y + np.log1p(np.exp(-np.abs(z))))
+        z = out
+        y = np.reshape(y, out.shape)
+        value = np.sum(np.maximum(z, 0) - z * y + np.log1p(np.exp(-np.abs(z)))) / N
         e = np.exp(-np.abs(z))
         p = np.where(z >= 0, 1 / (1 + e), e / (1 + e))
-        return value, ((p - y) / N)[:, None].astype(out.dtype)
+        return value, ((p - y) / N).astype(out.dtype)
     if loss == "mse":
         r = out - y
         return 0.5 * np.sum(r * r) / N, (r / N).astype(out.dtype)
+    rows = out.shape[0]
     onehot = np.zeros_like(out)
-    onehot[np.arange(N), y] = 1
+    onehot[np.arange(rows), y] = 1
     if loss == "am_softmax":
         logits = s * (out - m * onehot)
         scale = s
@@ -71,5 +76,5 @@ def loss_value_and_delta(loss, out, y, *, s=30.0, m=0.35):
         logits = out
         scale = 1.0
     logp = _log_softmax(logits)
-    value = -np.mean(logp[np.arange(N), y])
+    value = -np.sum(logp[np.arange(rows), y]) / N
     return value, (scale * (np.exp(logp) - onehot) / N).astype(out.dtype)

@@ -1,4 +1,7 @@
 """The multilayer perceptron that poswise trains."""
+import threading
+from contextlib import contextmanager
+
 import numpy as np
 
 from . import _layout
@@ -97,8 +100,10 @@ class MLP:
 
     def _set(self, weights, biases, activation, leak, output):
         self._dtype = weights[0].dtype.type
-        self._weights = weights
-        self._biases = biases
+        self._weights = _ParamList(self, "weights", weights)
+        self._biases = _ParamList(self, "biases", biases)
+        self._lock = threading.RLock()      # held while an epoch runs and while reading
+        self._trainer = None                # who trains the network now, if anyone
         self.activation = activation
         self.leak = float(leak)
         self.output = output
@@ -149,9 +154,43 @@ class MLP:
     # ------------------------------------------------------------------ attributes
     @property
     def weights(self):
-        if self._sync is not None:
-            self._sync()
+        """Weight matrices, ``(n_out, n_in)`` each; during a fit, the current values (a
+        consistent snapshot between two epochs)."""
+        with self._lock:
+            if self._sync is not None:
+                self._sync()
         return self._weights
+
+    @contextmanager
+    def _owner(self, who):
+        """Mark the network as being trained by ``who`` for the duration of a fit."""
+        with self._lock:
+            if self._trainer is not None:
+                raise RuntimeError(f"This MLP is being trained (by {self._trainer}); a "
+                                   f"network takes one fit at a time. Train a copy "
+                                   f"(net.copy()) to train in parallel.")
+            self._trainer = who
+        try:
+            yield
+        finally:
+            self._trainer = None
+
+    def __getstate__(self):
+        state = self.__dict__.copy()
+        for k in ("_lock", "_sync", "_trainer"):
+            state.pop(k, None)
+        state["_weights"] = list(self._weights)
+        state["_biases"] = list(self._biases)
+        return state
+
+    def __setstate__(self, state):
+        weights, biases = state.pop("_weights"), state.pop("_biases")
+        self.__dict__.update(state)
+        self._weights = _ParamList(self, "weights", weights)
+        self._biases = _ParamList(self, "biases", biases)
+        self._lock = threading.RLock()
+        self._trainer = None
+        self._sync = None
 
     @property
     def biases(self):
@@ -279,7 +318,7 @@ class MLP:
                 if not isinstance(a, np.ndarray) or a.dtype != dt or not a.flags.c_contiguous \
                         or not a.flags.writeable:
                     a = _layout._as_numeric(a, f"{kind}[{l}]")
-                    lst[l] = _layout.as_param(a, dt)
+                    list.__setitem__(lst, l, _layout.as_param(a, dt))
                 if not np.isfinite(lst[l]).all():
                     raise ValueError(f"The network's {kind}[{l}] contains NaN or inf.")
         for l in range(len(ws)):
@@ -317,7 +356,8 @@ class MLP:
         return z
 
     def predict(self, X):
-        """Class labels (int64): 0/1 for one output, argmax otherwise; identity heads
+        """Class labels (int64): 0/1 for one output, one 0/1 column per output for a
+        sigmoid head with several outputs (multi-label), argmax otherwise; identity heads
         return the raw outputs."""
         z = self.decision_function(X)
         head = self._head()
@@ -325,4 +365,43 @@ class MLP:
             return z
         if z.shape[1] == 1:
             return (z[:, 0] > 0).astype(np.int64)
+        if head == "sigmoid":          # K independent labels (multi-label)
+            return (z > 0).astype(np.int64)
         return np.argmax(z, axis=1).astype(np.int64)
+
+
+class _ParamList(list):
+    """The weight or bias list of an MLP: fixed length; assigning an entry copies the
+    values into the existing array after checking the shape (the dtype is converted),
+    so that a running engine's pointers stay valid; refused while a fit runs."""
+
+    def __init__(self, owner, kind, arrays):
+        super().__init__(arrays)
+        self._owner_ref = owner
+        self._kind = kind
+
+    def __setitem__(self, i, value):
+        if isinstance(i, slice):
+            raise TypeError(f"assign the {self._kind} one at a time.")
+        net = self._owner_ref
+        if getattr(net, "_trainer", None) is not None:
+            raise RuntimeError(f"{self._kind}[{i}] cannot be replaced while the network is "
+                               f"being trained (by {net._trainer}).")
+        cur = list.__getitem__(self, i)
+        arr = _layout._as_numeric(value, f"{self._kind}[{i}]")
+        if arr.shape != cur.shape:
+            raise ValueError(f"{self._kind}[{i}] must keep its shape {cur.shape}; got "
+                             f"{arr.shape}.")
+        if not np.isfinite(arr).all():
+            raise ValueError(f"{self._kind}[{i}] must be finite.")
+        np.copyto(cur, arr, casting="unsafe")
+
+    def _fixed(self, *args, **kwargs):
+        raise TypeError(f"the {self._kind} list of an MLP has one entry per layer; it "
+                        f"cannot grow or shrink.")
+
+    append = extend = insert = pop = remove = clear = sort = reverse = _fixed
+    __delitem__ = __iadd__ = __imul__ = _fixed
+
+    def __reduce__(self):
+        return (list, (list(self),))

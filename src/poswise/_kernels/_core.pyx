@@ -47,7 +47,7 @@ the partial gradients in thread order and updates each layer of the span once.
 
 Everything that can run without the GIL does: a whole epoch is one ``nogil`` call.
 """
-from libc.math cimport exp, log, log1p, fabs, sqrt, tanh
+from libc.math cimport exp, log, log1p, fabs, sqrt, tanh, NAN
 from libc.stdlib cimport malloc, calloc, free
 from libc.string cimport memcpy, memset
 
@@ -73,6 +73,31 @@ cdef extern from "_direct.h" nogil:
         PW_MAX_PAD_BYTES
     ctypedef void (*pw_fn)(void*) noexcept nogil
     void pw_parallel(pw_fn fn, void** args, int n)
+
+cdef extern from "_rules.h" nogil:
+    ctypedef struct pw_rule:
+        int code
+        int nesterov
+        double momentum
+        double weight_decay
+        double beta1
+        double beta2
+        double eps
+        double alpha
+    int pw_rule_nstate(const pw_rule* r)
+    void pw_rule_apply_d(const pw_rule* r, long long t, double lr, double* p, int rows,
+                         int cols, Py_ssize_t prs, Py_ssize_t pcs, const double* g,
+                         Py_ssize_t grs, Py_ssize_t gcs, double* s1, double* s2,
+                         Py_ssize_t srs, Py_ssize_t scs)
+    void pw_rule_apply_s(const pw_rule* r, long long t, double lr, float* p, int rows,
+                         int cols, Py_ssize_t prs, Py_ssize_t pcs, const float* g,
+                         Py_ssize_t grs, Py_ssize_t gcs, float* s1, float* s2,
+                         Py_ssize_t srs, Py_ssize_t scs)
+    enum:
+        PW_RULE_SGD
+        PW_RULE_ADAM
+        PW_RULE_ADAMW
+        PW_RULE_RMSPROP
 
 cdef enum:
     ACT_RELU = 0
@@ -140,8 +165,21 @@ cdef struct Net:
     size_t itemsize
     int njobs        # threads of a fused pass, each with its own view and accumulators
     void* jobs       # FusedJob[njobs]
-    int nspan        # threads of a row-parallel PWO span step (0: serial)
-    void* spans      # SpanJob[nspan]
+    int nspan        # threads of a row-parallel span step (0: serial)
+    void* spans_jobs # SpanJob[nspan]
+    # update rule and schedule
+    pw_rule rule
+    bint plain       # plain SGD: the fused fast path (update folded into the gradient GEMM)
+    long long* t     # L step counts, one per layer (its weight and its bias share it)
+    void** s1W       # L first state arrays of the weights (canonical (n_out, n_in) layout)
+    void** s2W       # L second state arrays of the weights
+    void** s1b       # L first state arrays of the biases
+    void** s2b       # L second state arrays of the biases
+    void* grad       # packed gradients: for l ascending, dE/dW[l] row-major, then dE/db[l]
+    Py_ssize_t* goff # L + 1 offsets of the layers in grad (elements)
+    double* lscale   # L learning-rate multipliers (layer-wise schedules; 1 otherwise)
+    int* spans       # the schedule: first layers of the span steps of one epoch
+    int nspans
     # snapshot
     int nstate
     void** state
@@ -232,7 +270,8 @@ cdef double _loss_delta(Net* net, floating* out, floating* delta) noexcept nogil
     cdef double invN = net.invN if net.invN > 0 else 1.0 / N
     cdef double ebuf[64]
     if net.loss == LOSS_BCE:
-        for i in range(N):
+        # K independent sigmoid outputs (multi-label when K > 1)
+        for i in range(N * K):
             z = out[i]
             t = yf[i]
             e = exp(-fabs(z))
@@ -353,18 +392,115 @@ cdef double _forward(Net* net, int start, floating lr_type_tag) noexcept nogil:
 
 
 cdef void _update_bias(Net* net, int l, floating lr) noexcept nogil:
-    """b[l] -= lr * column sums of D[l]."""
+    """b[l] -= lr * column sums of D[l] (plain SGD)."""
     cdef int N = net.N, nout = net.n[l + 1]
     cdef Py_ssize_t i, j
     cdef floating* Dl = <floating*>net.D[l]
     cdef floating* bl = <floating*>net.b[l]
-    for j in range(nout):
-        net.acc[j] = 0.0
-    for i in range(N):
-        for j in range(nout):
-            net.acc[j] += Dl[i * nout + j]
+    _column_sums(Dl, N, nout, net.acc)
     for j in range(nout):
         bl[j] = <floating>(bl[j] - lr * net.acc[j])
+
+
+cdef inline void _column_sums(const floating* Dl, int N, int n, double* acc) noexcept nogil:
+    """acc[j] := sum_i Dl[i, j], in double."""
+    cdef Py_ssize_t i, j
+    for j in range(n):
+        acc[j] = 0.0
+    for i in range(N):
+        for j in range(n):
+            acc[j] += Dl[i * n + j]
+
+
+cdef inline floating _layer_lr(Net* net, int l, floating lr) noexcept nogil:
+    # lr * 1.0 is lr exactly: schedules without per-layer rates keep their arithmetic
+    return <floating>(lr * net.lscale[l])
+
+
+cdef void _span_gradients(Net* net, int first, bint accumulate,
+                          floating tag) noexcept nogil:
+    """Packed gradients of layers L-1..first (written, or added with ``accumulate``),
+    from the current activations and output error; parameters are not touched."""
+    cdef int l, L = net.L, N = net.N, nin, nout
+    cdef Py_ssize_t i, j
+    cdef floating* Dl
+    cdef floating* gW
+    cdef floating* gb
+    cdef floating* gw
+    for l in range(L - 1, first - 1, -1):
+        nin = net.n[l]
+        nout = net.n[l + 1]
+        Dl = <floating*>net.D[l]
+        gW = <floating*>net.grad + net.goff[l]
+        gb = gW + <Py_ssize_t>nin * nout
+        if l == L - 1 and net.loss == LOSS_AM_SOFTMAX:
+            if l > first:
+                gemm(False, False, N, nin, nout, <floating>1, Dl, nout,
+                     <floating*>net.what, nin, <floating>0, <floating*>net.D[l - 1], nin)
+                _normalize_backward(<floating*>net.D[l - 1], <floating*>net.ahat,
+                                    net.anorm, N, nin)
+                _mul_act_deriv(<floating*>net.D[l - 1], <floating*>net.A[l],
+                               <Py_ssize_t>N * nin, net.act, net.leak)
+            gw = <floating*>net.gw
+            gemm(True, False, nout, nin, N, <floating>1, Dl, nout, <floating*>net.ahat, nin,
+                 <floating>0, gw, nin)
+            _normalize_backward(gw, <floating*>net.what, net.wnorm, nout, nin)
+            for i in range(<Py_ssize_t>nin * nout):
+                gW[i] = gW[i] + gw[i] if accumulate else gw[i]
+            continue          # the cosine layer has no bias: its gradient stays 0
+        if l > first:
+            gemm(False, False, N, nin, nout, <floating>1, Dl, nout, <floating*>net.W[l], nin,
+                 <floating>0, <floating*>net.D[l - 1], nin)
+            _mul_act_deriv(<floating*>net.D[l - 1], <floating*>net.A[l],
+                           <Py_ssize_t>N * nin, net.act, net.leak)
+        if l == 0 and net.direct:
+            if floating is double:
+                pw_first_gradient_d(<double*>net.A[0], N, nin, Dl, nout, gW, accumulate,
+                                    net.nthreads)
+            else:
+                pw_first_gradient_s(<float*>net.A[0], N, nin, Dl, nout, gW, accumulate,
+                                    net.nthreads)
+        else:
+            gemm(True, False, nout, nin, N, <floating>1, Dl, nout, <floating*>net.A[l], nin,
+                 <floating>(1 if accumulate else 0), gW, nin)
+        _column_sums(Dl, N, nout, net.acc)
+        for j in range(nout):
+            gb[j] = <floating>(gb[j] + net.acc[j]) if accumulate else <floating>net.acc[j]
+
+
+cdef inline void _apply_param(Net* net, int l, double lr, void* p, int rows, int cols,
+                              Py_ssize_t prs, Py_ssize_t pcs, const floating* g,
+                              void* s1, void* s2) noexcept nogil:
+    # state arrays are in the canonical (rows, cols) row-major layout
+    if floating is double:
+        pw_rule_apply_d(&net.rule, net.t[l], lr, <double*>p, rows, cols, prs, pcs, g, cols, 1,
+                        <double*>s1, <double*>s2, cols, 1)
+    else:
+        pw_rule_apply_s(&net.rule, net.t[l], lr, <float*>p, rows, cols, prs, pcs, g, cols, 1,
+                        <float*>s1, <float*>s2, cols, 1)
+
+
+cdef void _apply_span(Net* net, int first, floating lr) noexcept nogil:
+    """Apply the update rule to layers first..L-1 from the packed gradients: the one
+    general place where parameters are written (the plain-SGD paths are its fast twin)."""
+    cdef int l, nin, nout
+    cdef double lrl
+    cdef floating* g
+    for l in range(first, net.L):
+        nin = net.n[l]
+        nout = net.n[l + 1]
+        net.t[l] += 1
+        lrl = <double>lr * net.lscale[l]
+        g = <floating*>net.grad + net.goff[l]
+        if l == 0 and net.direct:
+            # WT is (n_in, NP): element (j, i) of W[0] is WT[i * NP + j]
+            _apply_param(net, l, lrl, net.WT, nout, nin, 1, net.NP, g, net.s1W[l],
+                         net.s2W[l])
+        else:
+            _apply_param(net, l, lrl, net.W[l], nout, nin, nin, 1, g, net.s1W[l], net.s2W[l])
+        if not (l == net.L - 1 and net.loss == LOSS_AM_SOFTMAX):
+            _apply_param(net, l, lrl, net.b[l], 1, nout, 0, 1, g + <Py_ssize_t>nin * nout,
+                         net.s1b[l], net.s2b[l])
 
 
 cdef double _step(Net* net, int first, floating lr, bint refresh) noexcept nogil:
@@ -374,10 +510,18 @@ cdef double _step(Net* net, int first, floating lr, bint refresh) noexcept nogil
     cdef floating* Dl
     cdef floating* Cm
     cdef floating* WTm
+    cdef floating lrl
+    if not net.plain:
+        _span_gradients(net, first, False, lr)
+        _apply_span(net, first, lr)
+        return _forward(net, first, lr) if refresh else 0.0
+    # plain SGD, fast path: the update is folded into the gradient products
     for l in range(L - 1, first - 1, -1):
         nin = net.n[l]
         nout = net.n[l + 1]
         Dl = <floating*>net.D[l]
+        lrl = _layer_lr(net, l, lr)
+        net.t[l] += 1
         if l == L - 1 and net.loss == LOSS_AM_SOFTMAX:
             # Through the cosine logits: dE/d(what) = G^T ahat, dE/d(ahat) = G what,
             # then through both normalisations. The last layer has no bias.
@@ -392,7 +536,7 @@ cdef double _step(Net* net, int first, floating lr, bint refresh) noexcept nogil
                  <floating>0, <floating*>net.gw, nin)
             _normalize_backward(<floating*>net.gw, <floating*>net.what, net.wnorm,
                                 nout, nin)
-            axpy(nout * nin, -lr, <floating*>net.gw, <floating*>net.W[l])
+            axpy(nout * nin, -lrl, <floating*>net.gw, <floating*>net.W[l])
             continue
         if l > first:
             gemm(False, False, N, nin, nout, <floating>1, Dl, nout, <floating*>net.W[l], nin,
@@ -410,19 +554,44 @@ cdef double _step(Net* net, int first, floating lr, bint refresh) noexcept nogil
             WTm = <floating*>net.WT
             for i in range(nin):
                 for j in range(nout):
-                    WTm[i * net.NP + j] -= lr * Cm[j * nin + i]
+                    WTm[i * net.NP + j] -= lrl * Cm[j * nin + i]
         elif l == 0 and net.dual:
             Cm = <floating*>net.C
             for i in range(N):
                 for j in range(nout):
-                    Cm[j * net.ncols + i] += lr * Dl[i * nout + j]
+                    Cm[j * net.ncols + i] += lrl * Dl[i * nout + j]
         else:
-            gemm(True, False, nout, nin, N, -lr, Dl, nout, <floating*>net.A[l], nin,
+            gemm(True, False, nout, nin, N, -lrl, Dl, nout, <floating*>net.A[l], nin,
                  <floating>1, <floating*>net.W[l], nin)
-        _update_bias(net, l, lr)
+        _update_bias(net, l, lrl)
     if refresh:
         return _forward(net, first, lr)
     return 0.0
+
+
+cdef bint _params_finite(Net* net, floating tag) noexcept nogil:
+    """Whether every trainable parameter is finite (x * 0 is NaN exactly for NaN and inf;
+    ReLU would hide a NaN weight from the loss)."""
+    cdef int l
+    cdef Py_ssize_t i, cnt
+    cdef double z = 0.0
+    cdef floating* p
+    for l in range(net.L):
+        if l == 0 and net.direct:
+            p = <floating*>net.WT
+            cnt = <Py_ssize_t>net.n[0] * net.NP
+        elif l == 0 and net.dual:
+            p = <floating*>net.C
+            cnt = <Py_ssize_t>net.n[1] * net.ncols
+        else:
+            p = <floating*>net.W[l]
+            cnt = <Py_ssize_t>net.n[l] * net.n[l + 1]
+        for i in range(cnt):
+            z += p[i] * 0.0
+        p = <floating*>net.b[l]
+        for i in range(net.n[l + 1]):
+            z += p[i] * 0.0
+    return z == 0.0
 
 
 cdef void _snapshot(Net* net, bint restore) noexcept nogil:
@@ -440,7 +609,7 @@ cdef struct FusedJob:
     void* y
     int* yi
     void* out
-    int ntotal
+    double invN      # 1 / rows of the mean loss
     int lo
     int hi
     double loss
@@ -460,7 +629,7 @@ cdef double _fused_rows(FusedJob* job, floating tag) noexcept nogil:
     cdef double total = 0.0
     cdef floating* Dl
     cdef double* g
-    v.invN = 1.0 / job.ntotal
+    v.invN = job.invN
     v.nthreads = 1
     for l in range(L):
         for j in range(v.n[l + 1]):
@@ -478,7 +647,7 @@ cdef double _fused_rows(FusedJob* job, floating tag) noexcept nogil:
         if job.yi != NULL:
             v.yi = job.yi + r0
         else:
-            v.y = <floating*>job.y + <Py_ssize_t>r0 * (K if v.loss == LOSS_MSE else 1)
+            v.y = <floating*>job.y + <Py_ssize_t>r0 * K
         total += _forward(v, 0, tag)
         for l in range(L - 1, -1, -1):
             nin = v.n[l]
@@ -535,7 +704,7 @@ cdef double _fused_pass(Net* net, floating tag) noexcept nogil:
         jobs[t].y = net.y
         jobs[t].yi = net.yi
         jobs[t].out = net.out
-        jobs[t].ntotal = N
+        jobs[t].invN = net.invN if net.invN > 0 else 1.0 / N
         jobs[t].lo = <int>(min(N, <long long>nblocks * t // T * net.B))
         jobs[t].hi = <int>(min(N, <long long>nblocks * (t + 1) // T * net.B))
         args[t] = &jobs[t]
@@ -576,16 +745,20 @@ cdef void _span_view(SpanJob* job) noexcept nogil:
     cdef Net* v = &job.v
     cdef int l, lo = job.lo, K = net.n[net.L]
     v.N = job.hi - lo
-    v.invN = 1.0 / net.N
+    v.invN = net.invN if net.invN > 0 else 1.0 / net.N
     v.nthreads = 1
     for l in range(net.L):
         v.A[l] = <char*>net.A[l] + <size_t>lo * net.n[l] * net.itemsize
-        v.D[l] = <char*>net.D[l] + <size_t>lo * net.n[l + 1] * net.itemsize
+        if net.D != NULL:
+            v.D[l] = <char*>net.D[l] + <size_t>lo * net.n[l + 1] * net.itemsize
     v.out = <char*>net.out + <size_t>lo * K * net.itemsize
     if net.yi != NULL:
         v.yi = net.yi + lo
     else:
-        v.y = <char*>net.y + <size_t>lo * (K if net.loss == LOSS_MSE else 1) * net.itemsize
+        v.y = <char*>net.y + <size_t>lo * K * net.itemsize
+    if net.loss == LOSS_AM_SOFTMAX:
+        v.ahat = <char*>net.ahat + <size_t>lo * net.n[net.L - 1] * net.itemsize
+        v.anorm = net.anorm + lo
 
 
 cdef void _span_backward_rows(SpanJob* job, floating tag) noexcept nogil:
@@ -645,18 +818,16 @@ cdef void _span_fwd_worker_s(void* p) noexcept nogil:
     _span_forward_rows[float](<SpanJob*>p, 0.0)
 
 
-cdef double _step_rows(Net* net, int first, floating lr) noexcept nogil:
-    """``_step(net, first, lr, True)`` with the row-wise work (errors, partial gradients,
-    forward pass, loss) split over threads by rows; partial gradients are added in thread
-    order, then every layer of the span is updated once."""
-    cdef SpanJob* jobs = <SpanJob*>net.spans
+cdef void _rows_gradients(Net* net, int first, floating tag) noexcept nogil:
+    """The span's gradients with the row-wise work split over threads by rows: partial
+    gradients are added in thread order into thread 0's buffers (the packed gradients)
+    and the bias sums, in double, into ``net.acc``-like per-thread sums (summed by the
+    caller in thread order)."""
+    cdef SpanJob* jobs = <SpanJob*>net.spans_jobs
     cdef void* args[PW_MAX_THREADS]
-    cdef int T = net.nspan, t, l, nin, nout, N = net.N
-    cdef Py_ssize_t i, j, cnt
-    cdef double total = 0.0, gsum
+    cdef int T = net.nspan, t, l, N = net.N
+    cdef Py_ssize_t i, cnt
     cdef floating* G
-    cdef floating* WTm
-    cdef floating* bl
     memset(args, 0, sizeof(args))
     for t in range(T):
         jobs[t].lo = <int>(<long long>N * t // T)
@@ -668,28 +839,23 @@ cdef double _step_rows(Net* net, int first, floating lr) noexcept nogil:
     else:
         pw_parallel(_span_bwd_worker_s, args, T)
     for l in range(net.L - 1, first - 1, -1):
-        nin = net.n[l]
-        nout = net.n[l + 1]
         G = <floating*>jobs[0].v.gW[l]
-        cnt = <Py_ssize_t>nin * nout
+        cnt = <Py_ssize_t>net.n[l] * net.n[l + 1]
         for t in range(1, T):
             for i in range(cnt):
                 G[i] += (<floating*>jobs[t].v.gW[l])[i]
-        if l == 0 and net.direct:
-            # each thread took the first layer's gradient of its own rows (its contiguous
-            # part of X), so X is streamed once, in order, by each thread
-            WTm = <floating*>net.WT
-            for i in range(nin):
-                for j in range(nout):
-                    WTm[i * net.NP + j] -= lr * G[j * nin + i]
-        else:
-            axpy(nin * nout, -lr, G, <floating*>net.W[l])
-        bl = <floating*>net.b[l]
-        for j in range(nout):
-            gsum = 0.0
-            for t in range(T):
-                gsum += jobs[t].v.gb[l][j]
-            bl[j] = <floating>(bl[j] - lr * gsum)
+
+
+cdef double _rows_forward(Net* net, int first, floating tag) noexcept nogil:
+    """Forward from ``first`` with rows split over threads; the loss."""
+    cdef SpanJob* jobs = <SpanJob*>net.spans_jobs
+    cdef void* args[PW_MAX_THREADS]
+    cdef int T = net.nspan, t
+    cdef double total = 0.0
+    memset(args, 0, sizeof(args))
+    for t in range(T):
+        jobs[t].first = first
+        args[t] = &jobs[t]
     if floating is double:
         pw_parallel(_span_fwd_worker_d, args, T)
     else:
@@ -699,54 +865,115 @@ cdef double _step_rows(Net* net, int first, floating lr) noexcept nogil:
     return total
 
 
+cdef inline double _rows_bias_sum(Net* net, int l, Py_ssize_t j) noexcept nogil:
+    cdef SpanJob* jobs = <SpanJob*>net.spans_jobs
+    cdef int t
+    cdef double gsum = 0.0
+    for t in range(net.nspan):
+        gsum += jobs[t].v.gb[l][j]
+    return gsum
+
+
+cdef double _step_rows(Net* net, int first, floating lr) noexcept nogil:
+    """``_step(net, first, lr, True)`` with the row-wise work (errors, partial gradients,
+    forward pass, loss) split over threads by rows; partial gradients are added in thread
+    order, then every layer of the span is updated once."""
+    cdef SpanJob* jobs = <SpanJob*>net.spans_jobs
+    cdef int l, nin, nout
+    cdef Py_ssize_t i, j
+    cdef floating* G
+    cdef floating* WTm
+    cdef floating* bl
+    cdef floating lrl
+    _rows_gradients(net, first, lr)
+    for l in range(net.L - 1, first - 1, -1):
+        nin = net.n[l]
+        nout = net.n[l + 1]
+        G = <floating*>jobs[0].v.gW[l]
+        if not net.plain:
+            for j in range(nout):
+                G[<Py_ssize_t>nin * nout + j] = <floating>_rows_bias_sum(net, l, j)
+            continue
+        lrl = _layer_lr(net, l, lr)
+        net.t[l] += 1
+        if l == 0 and net.direct:
+            # each thread took the first layer's gradient of its own rows (its contiguous
+            # part of X), so X is streamed once, in order, by each thread
+            WTm = <floating*>net.WT
+            for i in range(nin):
+                for j in range(nout):
+                    WTm[i * net.NP + j] -= lrl * G[j * nin + i]
+        else:
+            axpy(nin * nout, -lrl, G, <floating*>net.W[l])
+        bl = <floating*>net.b[l]
+        for j in range(nout):
+            bl[j] = <floating>(bl[j] - lrl * _rows_bias_sum(net, l, j))
+    if not net.plain:
+        _apply_span(net, first, lr)
+    return _rows_forward(net, first, lr)
+
+
 cdef void _fused_apply(Net* net, floating lr) noexcept nogil:
-    """W[l] -= lr gW[l], b[l] -= lr gb[l]; the first layer through its transposed copy."""
+    """Apply the gradients of the last fused pass: W[l] -= lr gW[l], b[l] -= lr gb[l]
+    (plain SGD; the first layer through its transposed copy), or the update rule."""
     cdef int l, nin, nout
     cdef Py_ssize_t i, j
     cdef floating* Gm = <floating*>net.G0
     cdef floating* WTm = <floating*>net.WT
     cdef floating* bl
+    cdef floating* g
+    cdef floating lrl
+    if not net.plain:
+        for l in range(net.L):
+            g = <floating*>net.grad + net.goff[l] + <Py_ssize_t>net.n[l] * net.n[l + 1]
+            for j in range(net.n[l + 1]):
+                g[j] = <floating>net.gb[l][j]
+        _apply_span(net, 0, lr)
+        return
     for l in range(net.L):
         nin = net.n[l]
         nout = net.n[l + 1]
+        lrl = _layer_lr(net, l, lr)
+        net.t[l] += 1
         if l == 0:
             for i in range(nin):
                 for j in range(nout):
-                    WTm[i * net.NP + j] -= lr * Gm[j * nin + i]
+                    WTm[i * net.NP + j] -= lrl * Gm[j * nin + i]
         else:
-            axpy(nout * nin, -lr, <floating*>net.gW[l], <floating*>net.W[l])
+            axpy(nout * nin, -lrl, <floating*>net.gW[l], <floating*>net.W[l])
         bl = <floating*>net.b[l]
         for j in range(nout):
-            bl[j] = <floating>(bl[j] - lr * net.gb[l][j])
+            bl[j] = <floating>(bl[j] - lrl * net.gb[l][j])
 
 
-cdef double _epoch(Net* net, bint pwo, floating lr) noexcept nogil:
-    """One full-batch epoch on fresh activations: snapshot, then GD or PWO sweep."""
-    cdef int first
+cdef double _epoch(Net* net, floating lr) noexcept nogil:
+    """Snapshot, then one full-batch epoch of the schedule on fresh activations; NaN if a
+    parameter became non-finite."""
+    cdef int k
     cdef double loss = 0.0
     _snapshot(net, False)
     if net.fused:
         _fused_apply(net, lr)
-        return _fused_pass(net, lr)
-    if net.nspan > 1:
-        for first in range(net.L - 1, -1, -1):
-            loss = _step_rows(net, first, lr)
-        return loss
-    if not pwo:
-        return _step(net, 0, lr, True)
-    for first in range(net.L - 1, -1, -1):
-        loss = _step(net, first, lr, True)
+        loss = _fused_pass(net, lr)
+    else:
+        for k in range(net.nspans):
+            if net.nspan > 1:
+                loss = _step_rows(net, net.spans[k], lr)
+            else:
+                loss = _step(net, net.spans[k], lr, True)
+    if not _params_finite(net, lr):
+        return NAN
     return loss
 
 
-cdef void _batch_step(Net* net, bint pwo, floating lr) noexcept nogil:
-    """One GD step or PWO sweep on the current (mini-batch) data, from a fresh forward."""
-    cdef int first
+cdef bint _batch_step(Net* net, floating lr) noexcept nogil:
+    """One pass of the schedule on the current (mini-batch) data, from a fresh forward
+    (the last step does not refresh); False if a parameter became non-finite."""
+    cdef int k
     _forward(net, 0, lr)
-    if pwo:
-        for first in range(net.L - 1, 0, -1):
-            _step(net, first, lr, True)
-    _step(net, 0, lr, False)
+    for k in range(net.nspans):
+        _step(net, net.spans[k], lr, k < net.nspans - 1)
+    return _params_finite(net, lr)
 
 
 cdef double _accuracy(Net* net, floating tag) noexcept nogil:
@@ -756,8 +983,13 @@ cdef double _accuracy(Net* net, floating tag) noexcept nogil:
     cdef const floating* yf = <const floating*>net.y
     cdef Py_ssize_t hits = 0
     if net.loss == LOSS_BCE:
+        # a sample is right when every one of its K labels is (subset accuracy)
         for i in range(N):
-            hits += (out[i] > 0) == (yf[i] > 0.5)
+            best = 1
+            for k in range(K):
+                if (out[i * K + k] > 0) != (yf[i * K + k] > 0.5):
+                    best = 0
+            hits += best
     else:
         for i in range(N):
             best = 0
@@ -775,48 +1007,53 @@ def _dtype_of(arr):
 
 
 cdef class Engine:
-    """Workspace and state of one fit, in the layout of ``poswise._layout``.
+    """Workspace and state of one training engine, in the layout of ``poswise._layout``.
 
-    Not public. ``poswise._train`` builds one from validated, contiguous arrays; the
-    engine updates ``weights`` and ``biases`` in place (``C`` instead of ``weights[0]``
-    in dual mode). Its numpy twin is ``poswise._numpy_backend.NumpyEngine``.
+    Not public: ``poswise.trainers`` builds engines from validated, contiguous arrays and
+    an execution plan. The engine updates ``weights`` and ``biases`` in place (``C``
+    instead of ``weights[0]`` in dual mode, the transposed copy ``direct`` in direct mode)
+    and the update rule's ``state`` arrays. Its numpy twin is
+    ``poswise._numpy_backend.NumpyEngine``.
+
+    Parameters (besides the network's arrays and settings)
+    ------------------------------------------------------
+    rule : tuple or None
+        ``UpdateRule.kernel_params()``; None is plain SGD.
+    state : dict or None
+        The rule's state, owned by the caller so that it outlives the engine: ``"t"`` (L
+        int64 step counts) and ``"s1W"``, ``"s2W"``, ``"s1b"``, ``"s2b"`` (L arrays each,
+        ``(n_out, n_in)`` / ``(n_out,)``, or None where the rule keeps no such state).
+    spans : sequence of int
+        The schedule: the first layer of each span step of an epoch (GD ``[0]``, PWO
+        ``[L-1, ..., 0]``).
+    scales : sequence of float
+        Per-layer learning-rate multipliers (default 1).
     """
     cdef Net net
+    cdef Net win             # the row window of ``window()``
+    cdef bint windowed
     cdef bint f64
     cdef readonly Py_ssize_t capacity
+    cdef readonly object grad_buffer
+    cdef readonly tuple offsets
     cdef list _keep          # arrays whose memory the Net points into
     cdef object _X
     cdef object _y
     cdef object _out
     cdef object _dual_data
+    cdef object _Xwin
+    cdef object _state
+    cdef void** _winA        # the window's own pointer arrays
+    cdef void** _winD
 
     def __cinit__(self):
-        self.net.n = NULL
-        self.net.W = NULL
-        self.net.b = NULL
-        self.net.A = NULL
-        self.net.D = NULL
-        self.net.acc = NULL
-        self.net.wnorm = NULL
-        self.net.anorm = NULL
-        self.net.state = NULL
-        self.net.backup = NULL
-        self.net.direct = False
-        self.net.dual = False
-        self.net.fused = False
-        self.net.gW = NULL
-        self.net.gb = NULL
-        self.net.invN = 0.0
-        self.net.jobs = NULL
-        self.net.njobs = 0
-        self.net.spans = NULL
-        self.net.nspan = 0
-        self.net.nbytes = NULL
+        memset(&self.net, 0, sizeof(Net))
+        memset(&self.win, 0, sizeof(Net))
 
-    def __init__(self, list weights, list biases, str loss, str activation, double leak,
+    def __init__(self, weights, biases, str loss, str activation, double leak,
                  double s, double m, Py_ssize_t capacity, bint train=True, dual=None,
                  direct=None, int nthreads=1, Py_ssize_t fused_block=0,
-                 bint row_threads=False):
+                 bint row_threads=False, rule=None, state=None, spans=None, scales=None):
         cdef int L = len(weights)
         cdef int l, widest
         cdef object dt = weights[0].dtype
@@ -830,11 +1067,15 @@ cdef class Engine:
         self.net.loss = LOSSES[loss]
         self.net.s = s
         self.net.m = m
+        self.net.itemsize = np.dtype(dt).itemsize
         self.net.n = <int*>malloc((L + 1) * sizeof(int))
         self.net.W = <void**>calloc(L, sizeof(void*))
         self.net.b = <void**>calloc(L, sizeof(void*))
         self.net.A = <void**>calloc(L, sizeof(void*))
-        if self.net.n == NULL or self.net.W == NULL or self.net.b == NULL or self.net.A == NULL:
+        self._winA = <void**>calloc(L, sizeof(void*))
+        self._winD = <void**>calloc(L, sizeof(void*))
+        if self.net.n == NULL or self.net.W == NULL or self.net.b == NULL or \
+                self.net.A == NULL or self._winA == NULL or self._winD == NULL:
             raise MemoryError()
         for l in range(L):
             self.net.n[l] = weights[l].shape[1]
@@ -845,10 +1086,18 @@ cdef class Engine:
         self._keep.extend(weights)
         self._keep.extend(biases)
         self.net.acc = <double*>calloc(widest, sizeof(double))
+        if self.net.acc == NULL:
+            raise MemoryError()
+        self._set_rule(rule, state, weights, biases, dt)
+        self._set_schedule(spans, scales)
+        if dual is not None and not self.net.plain:
+            raise ValueError("the dual first layer only represents plain SGD")
         if fused_block > 0:
             if direct is None or not train or loss == "am_softmax":
                 raise ValueError("a fused engine needs the direct first layer, training "
                                  "and a loss other than am_softmax")
+            if self.net.nspans != 1 or self.net.spans[0] != 0:
+                raise ValueError("a fused engine runs one span from layer 0 per epoch")
             self.net.fused = True
             self.net.B = <int>min(fused_block, capacity)
         rows = self.net.B if self.net.fused else capacity
@@ -856,18 +1105,32 @@ cdef class Engine:
             self.net.A[l] = self._alloc((rows, self.net.n[l]), dt)
         self._out = np.zeros((capacity, self.net.n[L]), dtype=dt)
         self.net.out = _ptr(self._out)
-        self.net.D = NULL
         if train:
             self.net.D = <void**>calloc(L, sizeof(void*))
+            if self.net.D == NULL:
+                raise MemoryError()
             for l in range(L):
                 self.net.D[l] = self._alloc((rows, self.net.n[l + 1]), dt)
+            offsets = [0]
+            for l in range(L):
+                offsets.append(offsets[l] + self.net.n[l] * self.net.n[l + 1]
+                               + self.net.n[l + 1])
+            self.offsets = tuple(offsets)
+            self.net.goff = <Py_ssize_t*>calloc(L + 1, sizeof(Py_ssize_t))
+            if self.net.goff == NULL:
+                raise MemoryError()
+            for l in range(L + 1):
+                self.net.goff[l] = offsets[l]
+            self.grad_buffer = np.zeros(offsets[L], dtype=dt)
+            self._keep.append(self.grad_buffer)
+            self.net.grad = _ptr(self.grad_buffer)
         if self.net.fused:
             self.net.gW = <void**>calloc(L, sizeof(void*))
             self.net.gb = <double**>calloc(L, sizeof(double*))
             if self.net.gW == NULL or self.net.gb == NULL:
                 raise MemoryError()
             for l in range(L):
-                self.net.gW[l] = self._alloc(weights[l].shape, dt) if l > 0 else NULL
+                self.net.gW[l] = self._grad_ptr(l) if l > 0 else NULL
                 self.net.gb[l] = <double*>self._alloc((self.net.n[l + 1],), np.float64)
         if self.net.loss == LOSS_AM_SOFTMAX:
             h = self.net.n[L - 1]
@@ -877,6 +1140,8 @@ cdef class Engine:
             self.net.gw = self._alloc((K, h), dt)
             self.net.wnorm = <double*>calloc(K, sizeof(double))
             self.net.anorm = <double*>calloc(capacity, sizeof(double))
+            if self.net.wnorm == NULL or self.net.anorm == NULL:
+                raise MemoryError()
         self.net.dual = dual is not None
         if dual is not None:
             P, G, C = dual
@@ -900,15 +1165,19 @@ cdef class Engine:
             self._keep.append(WT)
             self.net.WT = _ptr(WT)
             self.net.NP = WT.shape[1]
-            self.net.G0 = self._alloc((self.net.n[1], self.net.n[0]), dt)
+            # the first layer's gradient scratch is its part of the packed gradients
+            self.net.G0 = (self._grad_ptr(0) if train
+                           else self._alloc((self.net.n[1], self.net.n[0]), dt))
         # State to snapshot: everything the updates write.
-        state = list(biases) + [w for l, w in enumerate(weights)
-                                if not (l == 0 and (dual is not None or direct is not None))]
+        snap = list(biases) + [w for l, w in enumerate(weights)
+                               if not (l == 0 and (dual is not None or direct is not None))]
         if dual is not None:
-            state.append(dual[2])
+            snap.append(dual[2])
         if direct is not None:
-            state.append(direct)
-        self.net.itemsize = np.dtype(dt).itemsize
+            snap.append(direct)
+        snap.append(self._state["t"])
+        for key in ("s1W", "s2W", "s1b", "s2b"):
+            snap.extend(a for a in self._state[key] if a is not None)
         if self.net.fused:
             self._setup_fused_jobs(dt)
         if row_threads and self.net.nthreads > 1:
@@ -916,29 +1185,121 @@ cdef class Engine:
                 raise ValueError("row-threaded span steps need training, no dual first layer, "
                                  "a loss other than am_softmax and an engine that is not fused")
             self._setup_span_jobs(dt)
-        self.net.nstate = len(state)
-        self.net.state = <void**>calloc(len(state), sizeof(void*))
-        self.net.backup = <void**>calloc(len(state), sizeof(void*))
-        self.net.nbytes = <size_t*>calloc(len(state), sizeof(size_t))
-        for i, arr in enumerate(state):
+        self.net.nstate = len(snap)
+        self.net.state = <void**>calloc(len(snap), sizeof(void*))
+        self.net.backup = <void**>calloc(len(snap), sizeof(void*))
+        self.net.nbytes = <size_t*>calloc(len(snap), sizeof(size_t))
+        if self.net.state == NULL or self.net.backup == NULL or self.net.nbytes == NULL:
+            raise MemoryError()
+        for i, arr in enumerate(snap):
             self.net.state[i] = _ptr(arr)
-            self.net.backup[i] = self._alloc(arr.shape, dt)
+            self.net.backup[i] = self._alloc(arr.shape, arr.dtype)
             self.net.nbytes[i] = arr.nbytes
 
+    cdef int _set_rule(self, rule, state, weights, biases, dt) except -1:
+        """The update rule and its state arrays (the caller's, or fresh zeros)."""
+        cdef int L = self.net.L, l, ns
+        if rule is None:
+            rule = (PW_RULE_SGD, 0.0, 0, 0.0, 0.0, 0.0, 0.0, 0.0)
+        code, mom, nest, wd, b1, b2, eps, alpha = rule
+        if code not in (PW_RULE_SGD, PW_RULE_ADAM, PW_RULE_ADAMW, PW_RULE_RMSPROP):
+            raise ValueError(f"unknown update rule code {code!r}")
+        self.net.rule.code = code
+        self.net.rule.momentum = mom
+        self.net.rule.nesterov = nest
+        self.net.rule.weight_decay = wd
+        self.net.rule.beta1 = b1
+        self.net.rule.beta2 = b2
+        self.net.rule.eps = eps
+        self.net.rule.alpha = alpha
+        self.net.plain = code == PW_RULE_SGD and mom == 0 and wd == 0
+        ns = pw_rule_nstate(&self.net.rule)
+        if state is None:
+            state = new_rule_state(ns, [w.shape for w in weights], dt)
+        self._check_state(state, ns, weights, dt)
+        self._state = state
+        self.net.t = <long long*><size_t>state["t"].ctypes.data
+        self.net.s1W = <void**>calloc(L, sizeof(void*))
+        self.net.s2W = <void**>calloc(L, sizeof(void*))
+        self.net.s1b = <void**>calloc(L, sizeof(void*))
+        self.net.s2b = <void**>calloc(L, sizeof(void*))
+        if self.net.s1W == NULL or self.net.s2W == NULL or self.net.s1b == NULL or \
+                self.net.s2b == NULL:
+            raise MemoryError()
+        for l in range(L):
+            self.net.s1W[l] = self._state_ptr(state["s1W"][l])
+            self.net.s2W[l] = self._state_ptr(state["s2W"][l])
+            self.net.s1b[l] = self._state_ptr(state["s1b"][l])
+            self.net.s2b[l] = self._state_ptr(state["s2b"][l])
+        self._keep.append(state["t"])
+        return 0
+
+    cdef void* _state_ptr(self, a):
+        if a is None:
+            return NULL
+        self._keep.append(a)
+        return <void*><size_t>a.ctypes.data
+
+    cdef int _check_state(self, state, int ns, weights, dt) except -1:
+        cdef int L = self.net.L
+        t = state["t"]
+        if t.dtype != np.int64 or t.shape != (L,) or not t.flags.c_contiguous:
+            raise ValueError("rule state: t must be a contiguous int64 array of L counts")
+        for key, k, biasq in (("s1W", 1, False), ("s2W", 2, False), ("s1b", 1, True),
+                              ("s2b", 2, True)):
+            arrs = state[key]
+            if len(arrs) != L:
+                raise ValueError(f"rule state: {key} needs {L} entries")
+            for l in range(L):
+                shape = (weights[l].shape[0],) if biasq else weights[l].shape
+                a = arrs[l]
+                if (a is None) != (ns < k):
+                    raise ValueError(f"rule state: {key}[{l}] must be "
+                                     f"{'None' if ns < k else 'an array'} for this rule")
+                if a is not None and (a.dtype != dt or a.shape != shape
+                                      or not a.flags.c_contiguous):
+                    raise ValueError(f"rule state: {key}[{l}] must be a contiguous "
+                                     f"{np.dtype(dt).name} array of shape {shape}")
+        return 0
+
+    cdef int _set_schedule(self, spans, scales) except -1:
+        cdef int L = self.net.L, k
+        spans = [0] if spans is None else [int(f) for f in spans]
+        if not spans or any(f < 0 or f >= L for f in spans):
+            raise ValueError(f"spans must be a non-empty list of layers in [0, {L})")
+        scales = [1.0] * L if scales is None else [float(c) for c in scales]
+        if len(scales) != L:
+            raise ValueError(f"scales needs one multiplier per layer ({L})")
+        self.net.nspans = len(spans)
+        self.net.spans = <int*>malloc(len(spans) * sizeof(int))
+        self.net.lscale = <double*>malloc(L * sizeof(double))
+        if self.net.spans == NULL or self.net.lscale == NULL:
+            raise MemoryError()
+        for k in range(len(spans)):
+            self.net.spans[k] = spans[k]
+        for k in range(L):
+            self.net.lscale[k] = scales[k]
+        return 0
+
+    cdef void* _grad_ptr(self, int l) except NULL:
+        return <char*>self.net.grad + <size_t>self.net.goff[l] * self.net.itemsize
+
     cdef int _setup_span_jobs(self, dt) except -1:
-        """One view and one set of partial-gradient buffers per thread."""
+        """One view and one set of partial-gradient buffers per thread (thread 0 adds the
+        others' into its own, which are the packed gradients)."""
         cdef int T = pw_clamp_threads(self.net.nthreads), t, l, L = self.net.L
         cdef SpanJob* jobs = <SpanJob*>calloc(T, sizeof(SpanJob))
         if jobs == NULL:
             raise MemoryError()
-        self.net.spans = jobs
+        self.net.spans_jobs = jobs
         self.net.nspan = T
         for t in range(T):
             jobs[t].v = self.net
             jobs[t].net = &self.net
             _new_view_arrays(&jobs[t].v, L)
             for l in range(L):
-                jobs[t].v.gW[l] = self._alloc((self.net.n[l + 1], self.net.n[l]), dt)
+                jobs[t].v.gW[l] = (self._grad_ptr(l) if t == 0 else
+                                   self._alloc((self.net.n[l + 1], self.net.n[l]), dt))
                 jobs[t].v.gb[l] = <double*>self._alloc((self.net.n[l + 1],), np.float64)
         return 0
 
@@ -980,14 +1341,23 @@ cdef class Engine:
         free(self.net.b)
         free(self.net.A)
         free(self.net.D)
+        free(self._winA)
+        free(self._winD)
         free(self.net.acc)
         free(self.net.wnorm)
         free(self.net.anorm)
         free(self.net.state)
         free(self.net.backup)
         free(self.net.nbytes)
+        free(self.net.s1W)
+        free(self.net.s2W)
+        free(self.net.s1b)
+        free(self.net.s2b)
+        free(self.net.goff)
+        free(self.net.spans)
+        free(self.net.lscale)
         cdef FusedJob* jobs = <FusedJob*>self.net.jobs
-        cdef SpanJob* spans = <SpanJob*>self.net.spans
+        cdef SpanJob* spans = <SpanJob*>self.net.spans_jobs
         cdef int t
         if spans != NULL:
             for t in range(self.net.nspan):
@@ -1000,16 +1370,35 @@ cdef class Engine:
         free(self.net.gW)
         free(self.net.gb)
 
-    def set_data(self, X, y, P=None, G=None):
+    @property
+    def threads(self):
+        """Threads the kernels use (the request clamped to [1, MAX_THREADS])."""
+        return self.net.nthreads
+
+    @property
+    def fused(self):
+        return bool(self.net.fused)
+
+    @property
+    def row_threads(self):
+        return self.net.nspan > 1
+
+    def set_data(self, X, y, P=None, G=None, n_total=None):
         """Point the engine at data ``X`` (rows <= capacity) and targets ``y``.
 
         In dual mode ``P`` and ``G`` are the data's ``X W0_init^T`` and ``X X_train^T``.
+        ``n_total`` is the number of rows the mean loss is taken over (default: the rows
+        of ``X``): losses and gradients are then this data's share of that mean.
         """
         if X.shape[0] > self.capacity or X.shape[0] < 1:
             raise ValueError("data rows exceed the engine's capacity")
+        if n_total is not None and n_total < X.shape[0]:
+            raise ValueError("n_total must be at least the rows of X")
         self._X = X
         self._y = y
+        self.windowed = False
         self.net.N = X.shape[0]
+        self.net.invN = 1.0 / n_total if n_total is not None else 0.0
         self.net.A[0] = _ptr(X)
         if y.dtype == np.intc:
             self.net.yi = <int*><size_t>y.ctypes.data
@@ -1022,69 +1411,165 @@ cdef class Engine:
             self.net.P = _ptr(P)
             self.net.G = _ptr(G)
 
-    def forward(self):
-        """Forward from layer 0; return the mean loss of the current data.
+    def window(self, Py_ssize_t lo, Py_ssize_t hi, X_block=None):
+        """Restrict ``forward`` and ``gradients`` to rows [lo, hi) of the data, with
+        ``X_block`` (hi - lo rows) as their input if given; ``window(0, N)`` without a
+        block restores the whole data."""
+        cdef SpanJob job
+        cdef int l
+        if self.net.fused or self.net.dual:
+            raise ValueError("row windows need an engine that is neither fused nor dual")
+        if not 0 <= lo < hi <= self.net.N:
+            raise ValueError(f"window [{lo}, {hi}) is not inside [0, {self.net.N})")
+        if lo == 0 and hi == self.net.N and X_block is None:
+            self.windowed = False
+            return
+        if X_block is not None and (X_block.shape[0] != hi - lo or
+                                    X_block.shape[1] != self.net.n[0] or
+                                    X_block.dtype != self._X.dtype):
+            raise ValueError("X_block must have hi - lo rows of the data's width and dtype")
+        job.v = self.net
+        job.v.A = self._winA
+        job.v.D = self._winD
+        job.net = &self.net
+        job.lo = <int>lo
+        job.hi = <int>hi
+        _span_view(&job)
+        self.win = job.v
+        self.win.nthreads = self.net.nthreads
+        if X_block is not None:
+            self._Xwin = X_block
+            self.win.A[0] = _ptr(X_block)
+        self.windowed = True
+
+    cdef Net* _active(self):
+        return &self.win if self.windowed else &self.net
+
+    def forward(self, int start=0):
+        """Forward from layer ``start``; return the mean loss (this data's share of it
+        with ``n_total``) and refresh the output error.
 
         A fused engine also computes the gradients (its epochs start with the update).
         """
         cdef double loss
+        cdef Net* net = self._active()
+        if start < 0 or start >= self.net.L:
+            raise ValueError("start out of range")
         if self.net.fused:
+            if start != 0:
+                raise ValueError("a fused engine only runs whole forward passes")
             if self.f64:
                 with nogil:
-                    loss = _fused_pass[double](&self.net, 0.0)
+                    loss = _fused_pass[double](net, 0.0)
             else:
                 with nogil:
-                    loss = _fused_pass[float](&self.net, 0.0)
+                    loss = _fused_pass[float](net, 0.0)
             return loss
         if self.f64:
             with nogil:
-                loss = _forward[double](&self.net, 0, 0.0)
+                loss = _forward[double](net, start, 0.0)
         else:
             with nogil:
-                loss = _forward[float](&self.net, 0, 0.0)
+                loss = _forward[float](net, start, 0.0)
         return loss
 
     def step(self, int first, double lr):
         """One span step (see the module docstring); return the loss after it."""
         cdef double loss
+        cdef Net* net = self._active()
+        self._check_span(first, "step")
+        if self.f64:
+            with nogil:
+                loss = _step[double](net, first, lr, True)
+        else:
+            with nogil:
+                loss = _step[float](net, first, <float>lr, True)
+        return loss
+
+    cdef int _check_span(self, int first, str what) except -1:
         if first < 0 or first >= self.net.L:
             raise ValueError("first out of range")
         if self.net.fused:
-            raise ValueError("a fused engine only runs gradient-descent epochs")
-        if self.f64:
+            raise ValueError(f"a fused engine has no {what}(): it only runs whole epochs")
+        if self.net.D == NULL:
+            raise ValueError("this engine was built for evaluation only")
+        return 0
+
+    def gradients(self, int first, bint accumulate=False):
+        """Compute the gradients of layers first..L-1 (added to the buffer with
+        ``accumulate``) from the current activations and output error, without updating;
+        return the span's part of ``grad_buffer`` (a view: for l ascending, dE/dW[l]
+        row-major then dE/db[l])."""
+        cdef Net* net = self._active()
+        cdef int l, j, nin, nout
+        self._check_span(first, "gradients")
+        if self.net.dual:
+            raise ValueError("the dual first layer has no primal gradient buffer")
+        if self.net.nspan > 1 and not self.windowed and not accumulate:
+            if self.f64:
+                with nogil:
+                    _rows_gradients[double](net, first, 0.0)
+            else:
+                with nogil:
+                    _rows_gradients[float](net, first, 0.0)
+            buf = self.grad_buffer
+            for l in range(first, self.net.L):
+                nin, nout = self.net.n[l], self.net.n[l + 1]
+                off = self.offsets[l] + nin * nout
+                for j in range(nout):
+                    buf[off + j] = _rows_bias_sum(net, l, j)
+        elif self.f64:
             with nogil:
-                loss = _step[double](&self.net, first, lr, True)
+                _span_gradients[double](net, first, accumulate, 0.0)
         else:
             with nogil:
-                loss = _step[float](&self.net, first, lr, True)
-        return loss
+                _span_gradients[float](net, first, accumulate, 0.0)
+        return self.grad_buffer[self.offsets[first]:]
 
-    def epoch(self, bint pwo, double lr):
-        """Snapshot the state, then one full-batch GD (pwo=False) or PWO epoch."""
+    def apply(self, int first, double lr):
+        """Apply the update rule to layers first..L-1 from ``grad_buffer`` (the general
+        path, plain SGD included)."""
+        cdef Net* net = self._active()
+        self._check_span(first, "apply")
+        if self.net.dual:
+            raise ValueError("the dual first layer has no primal gradient buffer")
+        if self.f64:
+            with nogil:
+                _apply_span[double](net, first, lr)
+        else:
+            with nogil:
+                _apply_span[float](net, first, <float>lr)
+
+    def epoch(self, double lr):
+        """Snapshot the state, then one full-batch epoch of the schedule; the loss after
+        it (NaN if it or any parameter is not finite)."""
         cdef double loss
-        if self.net.fused and pwo:
-            raise ValueError("a fused engine only runs gradient-descent epochs")
+        if self.windowed:
+            raise ValueError("epoch() runs on the whole data: restore the window first")
         if self.f64:
             with nogil:
-                loss = _epoch[double](&self.net, pwo, lr)
+                loss = _epoch[double](&self.net, lr)
         else:
             with nogil:
-                loss = _epoch[float](&self.net, pwo, <float>lr)
+                loss = _epoch[float](&self.net, <float>lr)
         return loss
 
-    def batch_step(self, bint pwo, double lr):
-        """Forward the current mini-batch, then one GD step or PWO sweep on it."""
-        if self.net.fused:
-            raise ValueError("a fused engine only runs full-batch epochs")
+    def batch_step(self, double lr):
+        """Forward the current mini-batch, then one pass of the schedule on it; False if
+        a parameter became non-finite."""
+        cdef bint ok
+        self._check_span(0, "batch_step")
         if self.f64:
             with nogil:
-                _batch_step[double](&self.net, pwo, lr)
+                ok = _batch_step[double](&self.net, lr)
         else:
             with nogil:
-                _batch_step[float](&self.net, pwo, <float>lr)
+                ok = _batch_step[float](&self.net, <float>lr)
+        return ok
 
     def snapshot(self):
-        """Copy the trainable state to the backup buffers."""
+        """Copy the trainable state (parameters, rule state, step counts) to the backup
+        buffers."""
         with nogil:
             _snapshot(&self.net, False)
 
@@ -1098,12 +1583,34 @@ cdef class Engine:
         if self.net.loss == LOSS_MSE:
             return float("nan")
         if self.f64:
-            return _accuracy[double](&self.net, 0.0)
-        return _accuracy[float](&self.net, 0.0)
+            return _accuracy[double](self._active(), 0.0)
+        return _accuracy[float](self._active(), 0.0)
 
     def output(self):
         """Copy of the logits (cosines for am_softmax) of the last forward."""
         return self._out[:self.net.N].copy()
+
+
+def new_rule_state(int nstate, shapes, dt):
+    """Zero state for a rule with ``nstate`` arrays per parameter over layers of weight
+    ``shapes``: ``{"t", "s1W", "s2W", "s1b", "s2b"}`` (see ``Engine``)."""
+    L = len(shapes)
+    return {
+        "t": np.zeros(L, dtype=np.int64),
+        "s1W": [np.zeros(sh, dtype=dt) if nstate >= 1 else None for sh in shapes],
+        "s2W": [np.zeros(sh, dtype=dt) if nstate >= 2 else None for sh in shapes],
+        "s1b": [np.zeros(sh[0], dtype=dt) if nstate >= 1 else None for sh in shapes],
+        "s2b": [np.zeros(sh[0], dtype=dt) if nstate >= 2 else None for sh in shapes],
+    }
+
+
+def rule_nstate(rule):
+    """State arrays per parameter of a rule given as ``UpdateRule.kernel_params()``."""
+    cdef pw_rule r
+    code, mom, nest, wd, b1, b2, eps, alpha = rule
+    r.code, r.momentum, r.nesterov, r.weight_decay = code, mom, nest, wd
+    r.beta1, r.beta2, r.eps, r.alpha = b1, b2, eps, alpha
+    return pw_rule_nstate(&r)
 
 
 cdef int _new_view_arrays(Net* v, int L) except -1:
@@ -1130,6 +1637,12 @@ cdef inline void* _ptr(arr) except NULL:
         raise ValueError("poswise kernels need C-contiguous arrays")
     return <void*><size_t>arr.ctypes.data
 
+
+# The rule codes are defined once in _rules.h; poswise.updates names them.
+from ..updates import RULE_CODES as _RULE_CODES
+if _RULE_CODES != {"sgd": PW_RULE_SGD, "adam": PW_RULE_ADAM, "adamw": PW_RULE_ADAMW,
+                   "rmsprop": PW_RULE_RMSPROP}:
+    raise ImportError("poswise.updates.RULE_CODES disagree with _kernels/_rules.h")
 
 # Limits shared with _direct.h (defined there once).
 MAX_THREADS = PW_MAX_THREADS
