@@ -169,8 +169,9 @@ class Progress:
         except (OSError, ValueError):     # closed or broken stream: progress is optional
             self.mode = "off"
 
-    def update(self, epoch, loss):
-        """Record ``loss`` after ``epoch`` epochs and redraw when it is time to."""
+    def update(self, epoch, loss, force=False):
+        """Record ``loss`` after ``epoch`` epochs and redraw when it is time to (or now,
+        with ``force`` on a live display)."""
         if self._closed:
             return
         now = self.clock()
@@ -185,13 +186,13 @@ class Progress:
             return
         if self._bar is not None:
             self._bar.n = self.epoch
-            if now - self._last_draw >= _REDRAW:
+            if force or now - self._last_draw >= _REDRAW:
                 self._last_draw = now
                 self._bar.set_postfix_str(self._text(), refresh=False)
                 self._bar.refresh()
             return
         if self.mode == "bar":
-            if now - self._last_draw >= _REDRAW or epoch >= self.total:
+            if force or now - self._last_draw >= _REDRAW or epoch >= self.total:
                 self._last_draw = now
                 self._drawn = True
                 self._write(self._text(), newline=False)

@@ -17,13 +17,8 @@ helper that makes results strict JSON. It imports no plotting library.
 import math
 
 from .losses import LOSSES
+from .trainers import SCHEDULES
 from .updates import UPDATE_LABELS, UPDATE_RULES, get_update
-
-try:
-    from .trainers import SCHEDULES
-except ImportError:       # pragma: no cover - until trainers.SCHEDULES lands
-    from .trainers import GradientDescent as _GD, PositionWise as _PWO
-    SCHEDULES = {"gd": _GD, "pwo": _PWO}
 
 __all__ = ["SCHEDULES", "UPDATE_RULES", "UPDATE_LABELS", "CLASSIFICATION_LOSSES",
            "DEFAULT_SCHEDULES", "SCHEDULE_STYLES", "RULE_STYLES", "dataset_label",
@@ -78,7 +73,7 @@ def schedule_label(name):
     except KeyError:
         raise ValueError(f"unknown schedule {name!r}; expected one of "
                          f"{', '.join(SCHEDULES)}.") from None
-    return getattr(cls, "label", name.upper())
+    return cls.label
 
 
 def rule_label(name):
@@ -128,17 +123,8 @@ def make_trainer(schedule, lr, *, update="sgd", update_params=None, **kwargs):
     if schedule not in SCHEDULES:
         raise ValueError(f"The 'optimizer' parameter must be one of "
                          f"{', '.join(SCHEDULES)}. Got {schedule!r} instead.")
-    rule = get_update(update, **(update_params or {}))
-    if not rule.is_plain_sgd:
-        kwargs["update"] = rule
-    try:
-        return SCHEDULES[schedule](lr, **kwargs)
-    except TypeError as exc:
-        # Before the trainers take update=: say so instead of an unexpected keyword.
-        if "update" in kwargs and "update" in str(exc):
-            raise ValueError(f"update rule {rule.name!r}: this version of the trainers "
-                             f"trains with plain SGD only.") from None
-        raise
+    return SCHEDULES[schedule](lr, update=get_update(update, **(update_params or {})),
+                               **kwargs)
 
 
 def json_clean(obj):

@@ -127,14 +127,13 @@ def cmd_train(args, command, signals):
                    f"{'-'.join(map(str, sizes))}, {ds.n_train} samples, {start}up to "
                    f"{st['max_epochs']} epochs{target}. Ctrl-C stops and saves.",
                    quiet=args.quiet)
-        bar.update(epoch, history.loss[-1])
         return False
 
     val = (ds.X_test, ds.y_test) if ds.n_test else None
     try:
         hist = trainer.fit(net, ds.X_train, ds.y_train, epochs=st["max_epochs"],
                            target_loss=st["target_loss"], validation_data=val,
-                           callbacks=[watch], **kwargs)
+                           callbacks=[watch], progress=bar, **kwargs)
     except KeyboardInterrupt:
         eprint("Interrupted before the first epoch: nothing was saved.")
         return signals.interrupted_code()

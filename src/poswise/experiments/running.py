@@ -8,7 +8,7 @@ the machine affect all arms alike.
 
 Timing is wall time (``time.perf_counter``) as recorded by the trainers: set-up and the
 initial forward pass included (``setup_seconds`` says how much of it was set-up),
-validation excluded; the time spent in our own callbacks (the paper's loss, progress) is
+validation excluded; the time spent computing the paper's loss (a measurement) is
 subtracted as well.
 """
 import hashlib
@@ -212,7 +212,7 @@ def compare(dataset, *, hidden=(20, 7, 5), loss=None, lr=0.01, target_loss=None,
         warmup=bool(warmup), optimizers=list(schedules),
         updates=[u for u, _ in rules], update_params={u: r.hyper() for u, r in rules},
         timing="wall time of each fit (perf_counter): set-up included (setup_seconds "
-               "says how much); validation, the paper's loss and progress excluded",
+               "says how much); validation and the paper's loss excluded",
         **_machine())
     results = {"settings": settings, "runs": [], "summary": {}, "interrupted": False}
     n_total = len(seed_list) * len(lrs) * len(arms)
@@ -256,7 +256,7 @@ def _train_one(trainer, net0, *, label, tag, Xtr, ytr, val, target_loss, max_epo
     net = net0.copy()
     digest = _digest(net)
     paper_curve = []
-    spent = []      # seconds spent in our callback, after each recorded entry
+    spent = []      # seconds spent in the paper-loss callback, after each recorded entry
     bar = None
     if progress:
         bar = Progress(max_epochs, label=f"{tag} {label}, lr {trainer.lr:g}",
@@ -270,22 +270,19 @@ def _train_one(trainer, net0, *, label, tag, Xtr, ytr, val, target_loss, max_epo
         # Every epoch until the lowest threshold is crossed (so crossings are exact), then
         # every PAPER_LOSS_STRIDE-th: it costs a forward pass over the data.
         t = time.perf_counter()
-        if record_paper:
-            if not crossed or epoch % PAPER_LOSS_STRIDE == 0:
-                v = _paper.fast(net, Xtr, Y)
-                paper_curve.append(v)
-                if v < lowest:
-                    crossed.append(epoch)
-            else:
-                paper_curve.append(None)
-        if bar is not None:
-            bar.update(epoch, history.loss[-1])
+        if not crossed or epoch % PAPER_LOSS_STRIDE == 0:
+            v = _paper.fast(net, Xtr, Y)
+            paper_curve.append(v)
+            if v < lowest:
+                crossed.append(epoch)
+        else:
+            paper_curve.append(None)
         spent.append(time.perf_counter() - t)
     t0 = time.perf_counter()
     try:
         hist = trainer.fit(net, Xtr, ytr, epochs=max_epochs, target_loss=target_loss,
-                           validation_data=val,
-                           callbacks=[measure] if record_paper or bar else [])
+                           validation_data=val, callbacks=[measure] if record_paper else [],
+                           progress=bar if bar is not None else False)
     finally:
         if bar is not None:
             bar.close()
@@ -299,9 +296,7 @@ def _train_one(trainer, net0, *, label, tag, Xtr, ytr, val, target_loss, max_epo
         seconds.append(v - total if v is not None else None)
         if i < len(spent):
             total += spent[i]
-    setup = getattr(hist, "setup_seconds", None)
-    if setup is None:               # trainers without setup_seconds: set-up + first pass
-        setup = seconds[0]
+    setup = hist.setup_seconds
     to_target = (seconds[hist.epochs_to_target] if hist.epochs_to_target is not None
                  else None)
     run = {
