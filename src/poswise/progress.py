@@ -46,6 +46,15 @@ def format_seconds(s):
     return f"{h} h {m:02d} min"
 
 
+def _size(stream):
+    """(columns, lines) of the terminal behind ``stream``, (0, 0) if unknown."""
+    try:
+        import os
+        return tuple(os.get_terminal_size(stream.fileno()))
+    except (AttributeError, OSError, ValueError):
+        return 0, 0
+
+
 def _tqdm():
     try:
         from tqdm import tqdm
@@ -96,17 +105,28 @@ class Progress:
             isatty = getattr(self.stream, "isatty", None)
             mode = "bar" if isatty is not None and isatty() else "heartbeat"
         self.mode = mode
-        tqdm = _tqdm() if (use_tqdm is None or use_tqdm) and mode == "bar" else None
+        # tqdm draws its bar when created: it is created at the first update, so that
+        # what the caller prints before training comes first.
+        self._tqdm = _tqdm() if (use_tqdm is None or use_tqdm) and mode == "bar" else None
         self._bar = None
-        if tqdm is not None:
-            self._bar = tqdm(total=self.total, desc=label or None, unit="epoch",
-                             file=self.stream, leave=True, dynamic_ncols=True)
         self._start = None        # (time, epoch) of the first update
         self._last_draw = -math.inf
         self._drawn = False
         self._recent = []         # (epoch, loss) of the last _WINDOW updates
         self.epoch, self.loss = 0, math.nan
         self._closed = False
+
+    def _new_bar(self):
+        tqdm = self._tqdm
+        if tqdm is not None:
+            # A terminal that reports no size (some ptys, e.g. under `script`) would make
+            # tqdm draw nothing: it hides bars below the screen's last line.
+            cols, rows = _size(self.stream)
+            sized = cols > 0 and rows > 0
+            self._bar = tqdm(total=self.total, desc=self.label or None, unit="epoch",
+                             file=self.stream, leave=True, dynamic_ncols=sized,
+                             ncols=None if sized else 100, nrows=None if sized else 24,
+                             initial=self.epoch)
 
     # ---------------------------------------------------------------- estimates
     def rate(self):
@@ -155,7 +175,7 @@ class Progress:
             if self._bar is None and r is not None:
                 parts.append(f"ETA {format_seconds(self.eta())}")
             et = self.eta_target()
-            if et is not None:
+            if et:              # None: no estimate; 0: already below the target
                 parts.append(f"target in ~{format_seconds(et)}")
         return "  ".join(parts)
 
@@ -178,6 +198,9 @@ class Progress:
         if self._start is None:
             self._start = (now, epoch)
             self._last_draw = now
+            self.epoch = int(epoch)
+            if self.mode == "bar" and self._tqdm is not None:
+                self._new_bar()
         self.epoch, self.loss = int(epoch), float(loss)
         self._recent.append((self.epoch, self.loss))
         if len(self._recent) > _WINDOW:

@@ -183,7 +183,8 @@ def _add_rule_options(p, *, several):
         if typ is None:
             g.add_argument(flag, dest=dest, action="store_const", const=True, help=text)
         else:
-            g.add_argument(flag, dest=dest, type=typ, metavar="X", help=text)
+            g.add_argument(flag, dest=dest, type=typ, help=text,
+                           metavar="B1,B2" if dest == "betas" else "X")
 
 
 def _add_model_options(p, *, lr_help):
