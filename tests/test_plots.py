@@ -104,8 +104,8 @@ def test_comparison_figure(results, tmp_path):
     target = results["settings"]["target_loss"]
     for ax in (ax_e, ax_s):
         labels = [t.get_text() for t in ax.get_legend().get_texts()]
-        assert labels[:2] == [f"GD (lr {best['gd+sgd']['lr']:g})",
-                              f"PWO (lr {best['pwo+sgd']['lr']:g})"]
+        assert labels[0].startswith(f"GD (lr {best['gd+sgd']['lr']:g}): ")
+        assert labels[1].startswith(f"PWO (lr {best['pwo+sgd']['lr']:g}): ")
         assert "target 0.3" in labels
     lines = ax_e.get_lines()
     assert len(lines) == 2 + 1          # one median line per optimizer, the target
@@ -120,13 +120,20 @@ def test_comparison_figure(results, tmp_path):
         np.testing.assert_allclose(ys, med[:len(ys)])
         # The title is read off the drawn median curve.
         first = np.flatnonzero(med < target)
-        assert (f"{name}: {first[0]} epochs" if first.size else f"{name}: not reached") \
-            in title
+        text = f"{first[0]} epochs" if first.size else "not reached"
+        assert f"{name}: {text}" in title
+        assert ax_e.get_legend().get_texts()[i].get_text().endswith(f"): {text}")
         # The band is the interquartile range.
         band = ax_e.collections[i].get_paths()[0].vertices
         assert band[:, 1].min() == pytest.approx(q25[:len(ys)].min())
         assert band[:, 1].max() == pytest.approx(q75[:len(ys)].max())
-    assert "set-up excluded (median: GD" in ax_s.get_title()
+    assert "set-up before the first epoch excluded" in ax_s.get_title()
+    for i, opt in enumerate(("gd", "pwo")):
+        runs = [r for r in results["runs"] if r["optimizer"] == opt
+                and r["lr"] == best[f"{opt}+sgd"]["lr"]]
+        setup = np.median([r["setup_seconds"] for r in runs])
+        assert ax_s.get_legend().get_texts()[i].get_text().endswith(
+            f"; set-up {setup:.2g} s")
     path = save_figure(fig, tmp_path / "c.png")
     check_png(path)
     assert path.stat().st_size < 200_000
@@ -147,8 +154,9 @@ def test_comparison_with_several_rules_draws_each_pair_differently(results):
     fig = plot_comparison(res, lr=0.3)
     lines = fig.axes[0].get_lines()[:4]
     labels = [t.get_text() for t in fig.axes[0].get_legend().get_texts()][:4]
-    assert labels == ["GD + SGD (lr 0.3)", "PWO + SGD (lr 0.3)", "GD + Adam (lr 0.3)",
-                      "PWO + Adam (lr 0.3)"]
+    assert [t.split(":")[0] for t in labels] == [
+        "GD + SGD (lr 0.3)", "PWO + SGD (lr 0.3)", "GD + Adam (lr 0.3)",
+        "PWO + Adam (lr 0.3)"]
     assert len({(ln.get_color(), ln.get_linestyle()) for ln in lines}) == 4
     assert len({ln.get_color() for ln in lines}) == 2    # the rule's colour
     assert len({ln.get_linestyle() for ln in lines}) == 2  # the schedule's style
@@ -169,7 +177,7 @@ def test_save_figure_formats(results, tmp_path, fmt, magic):
 def test_comparison_at_one_lr_and_other_curves(results):
     fig = plot_comparison(results, lr=0.05, key="val_loss")
     labels = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
-    assert labels[:2] == ["GD (lr 0.05)", "PWO (lr 0.05)"]
+    assert [t.split(":")[0] for t in labels[:2]] == ["GD (lr 0.05)", "PWO (lr 0.05)"]
     assert len(fig.axes[0].get_lines()) == 2       # no target line for val_loss
     assert len(plot_comparison(results, lr=0.05, per_seed=True).axes[0].get_lines()) \
         == 2 * (3 + 1) + 1

@@ -227,10 +227,11 @@ def plot_comparison(results, *, lr=None, key="loss", per_seed=False, target="aut
 
     Each arm is drawn at one learning rate: ``lr`` if given; else the only one; else (a
     sweep) its own best lr. The line is the median over seeds, the band the interquartile
-    range. Panel titles are read off the drawn median curves: the epoch and the training
-    time at which each first falls below the target (for ``key="paper_loss"``: the
-    paper's threshold; without one: its final value). The right panel's time excludes the
-    set-up before the first epoch, whose median is given in its title.
+    range. The numbers in the legends (and, for up to three arms, in the panel titles)
+    are read off the drawn median curves: the epoch and the training time at which each
+    first falls below the target (for ``key="paper_loss"``: the paper's threshold;
+    without one: its final value). The right panel's time excludes the set-up before the
+    first epoch, whose median is given in its legend.
 
     Parameters
     ----------
@@ -262,7 +263,7 @@ def plot_comparison(results, *, lr=None, key="loss", per_seed=False, target="aut
     several = len({u for _, u in arms}) > 1
     fig, (ax_e, ax_s) = _new_figure(2, figsize or (11, 4.6))
     heads = {"epoch": [], "seconds": []}
-    ys, setups, n_seeds = [], [], set()
+    ys, n_seeds = [], set()
     for opt, upd in arms:
         runs = [r for r in results["runs"] if r["optimizer"] == opt
                 and (r.get("update") or "sgd") == upd and r["lr"] == lrs[(opt, upd)]
@@ -273,7 +274,7 @@ def plot_comparison(results, *, lr=None, key="loss", per_seed=False, target="aut
         st = _style(opt, upd, several)
         name = run_label(opt, upd, show_rule=several or upd != "sgd")
         label = f"{name} (lr {lrs[(opt, upd)]:g})"
-        setups.append(f"{name} {np.median([_setup(r) for r in runs]):.2g} s")
+        setup = f"; set-up {np.median([_setup(r) for r in runs]):.2g} s"
         for ax, x in ((ax_e, "epoch"), (ax_s, "seconds")):
             grid, q25, med, q75 = median_band(runs, key, x)
             ys.append(med)
@@ -283,13 +284,13 @@ def plot_comparison(results, *, lr=None, key="loss", per_seed=False, target="aut
                             lw=0.6, alpha=0.3)
             if len(runs) > 1:
                 ax.fill_between(grid, q25, q75, color=st["color"], alpha=0.18, lw=0)
-            ax.plot(grid, med, color=st["color"], ls=st["linestyle"], lw=2, label=label,
-                    marker=st["marker"], markevery=max(1, grid.size // 8), ms=5)
             unit, spec = (" epochs", ".0f") if x == "epoch" else (" s", ".3g")
-            if target is not None:
-                heads[x].append(f"{name}: {_crossing_text(grid, med, target, unit, spec)}")
-            else:
-                heads[x].append(f"{name}: {med[-1]:.4g}")
+            value = (_crossing_text(grid, med, target, unit, spec) if target is not None
+                     else f"{med[-1]:.4g}")
+            heads[x].append(f"{name}: {value}")
+            ax.plot(grid, med, color=st["color"], ls=st["linestyle"], lw=2,
+                    label=f"{label}: {value}" + (setup if x == "seconds" else ""),
+                    marker=st["marker"], markevery=max(1, grid.size // 8), ms=5)
     if not ys:
         raise ValueError(f"No completed runs with a {key!r} curve to plot.")
     what = _KEY_LABELS.get(key, key)
@@ -299,11 +300,14 @@ def plot_comparison(results, *, lr=None, key="loss", per_seed=False, target="aut
         lvl = f"{target_name} {target:g}"
         titles = (f"Epochs until the median curve < {lvl}",
                   f"Training time until the median curve < {lvl}")
-    titles = (titles[0],
-              titles[1] + "\nset-up excluded (median: " + ", ".join(setups) + ")")
+    titles = (titles[0], titles[1] + "\n(set-up before the first epoch excluded)")
     for ax, x, tl in ((ax_e, "epoch", titles[0]), (ax_s, "seconds", titles[1])):
         _finish(ax, ys, key, x, target, target_name, logy, legend=True)
-        ax.set_title(f"{tl}\n" + ", ".join(heads[x]), fontsize="medium")
+        if len(heads[x]) <= 3:
+            tl += "\n" + ", ".join(heads[x])
+        ax.set_title(tl, fontsize="medium")
+        if len(heads[x]) > 4:
+            ax.legend(fontsize="x-small")
     n = max(n_seeds)
     seeds = (f"median of {n} seeds, band: interquartile range" if n > 1 else "1 seed")
     fig.suptitle(f"{s.get('dataset_label') or s['dataset']}: network "
