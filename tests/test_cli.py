@@ -184,6 +184,8 @@ def test_bad_arguments_in_process(args, message, capsys):
      "betas apply to none of the rules sgd"),
     (["compare", "--dataset", "cat", "--data", "x.npz"], "either --dataset or --data"),
     (["compare", "--name", "mine"], "--name names the data of --data FILE"),
+    (["train", "--name", "mine"], "--name names the data of --data FILE"),
+    (["train", "--dataset", "cat", "--data", "x.npz"], "either --dataset or --data"),
     (["compare", "--loss", "am_softmax", "--hidden", "none", "--batch-size", "3",
       "--threads", "1", "--init", "he_normal", "--seeds", "1", "--max-epochs", "1",
       "--lr", "1e-400"], "--lr"),

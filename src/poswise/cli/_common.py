@@ -234,6 +234,16 @@ def load_data(args):
         raise Fail(f"{exc}{hint}", EXIT_DATA) from None
 
 
+def check_data_args(args):
+    """--dataset or --data FILE (with --name), not both; the default is synthetic."""
+    if args.data is None and args.name is not None:
+        raise Fail("--name names the data of --data FILE; without --data it has no "
+                   "effect.", EXIT_USAGE)
+    if args.data is not None and args.dataset is not None:
+        raise Fail("give either --dataset or --data FILE, not both.", EXIT_USAGE)
+    args.dataset = args.dataset or "synthetic"
+
+
 def dataset_key(args):
     """The preset key of the data: the dataset's name, or "file" for ``--data``."""
     return "file" if args.data is not None else args.dataset

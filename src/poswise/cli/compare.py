@@ -8,8 +8,8 @@ goes away early (``poswise compare | head``) costs nothing written.
 import time
 from pathlib import Path
 
-from ._common import (DEFAULT_OUT, EXIT_DATA, EXIT_USAGE, Fail, check_loss,
-                      check_output_dir, dataset_key, dtype_of, eprint, load_data, out,
+from ._common import (DEFAULT_OUT, EXIT_DATA, EXIT_USAGE, Fail, check_data_args,
+                      check_loss, check_output_dir, dataset_key, dtype_of, eprint, load_data, out,
                       progress_mode, resolve, rule_overrides, write_json, write_text)
 from ..registry import dataset_label
 from .parser import PRESETS
@@ -112,11 +112,6 @@ def run_compare(args, key, preset, command, signals):
 
 
 def cmd_compare(args, command, signals):
-    if args.data is None and args.name is not None:
-        raise Fail("--name names the data of --data FILE; without --data it has no "
-                   "effect.", EXIT_USAGE)
-    if args.data is not None and args.dataset is not None:
-        raise Fail("give either --dataset or --data FILE, not both.", EXIT_USAGE)
-    args.dataset = args.dataset or "synthetic"
+    check_data_args(args)
     key = dataset_key(args)
     return run_compare(args, key, PRESETS.get(key, PRESETS["file"]), command, signals)

@@ -10,9 +10,9 @@ from pathlib import Path
 import numpy as np
 
 from ..registry import dataset_label, make_trainer, run_label
-from ._common import (EXIT_DATA, EXIT_USAGE, Fail, check_loss, check_output_file,
-                      dataset_key, debug, dtype_of, eprint, load_data, out,
-                      progress_mode, resolve, rule_overrides, write_json)
+from ._common import (EXIT_DATA, EXIT_USAGE, Fail, check_data_args, check_loss,
+                      check_output_file, dataset_key, debug, dtype_of, eprint, load_data,
+                      out, progress_mode, resolve, rule_overrides, write_json)
 from .parser import PRESETS
 
 __all__ = ["cmd_train"]
@@ -55,9 +55,7 @@ def cmd_train(args, command, signals):
     from ..losses import LOSSES
     from ..network import MLP
 
-    if args.data is not None and args.dataset is not None:
-        raise Fail("give either --dataset or --data FILE, not both.", EXIT_USAGE)
-    args.dataset = args.dataset or "synthetic"
+    check_data_args(args)
     if len(args.lr or [0]) != 1:
         raise Fail("--lr takes one learning rate for 'train' (use 'compare' for a sweep).",
                    EXIT_USAGE)
