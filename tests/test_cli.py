@@ -218,11 +218,13 @@ def test_missing_data_exits_1_with_the_loaders_message(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "poswise compare: error: Cat files not found" in err
     assert "CatClassificationTrain.h5" in err and "--data-dir" in err
+    assert "path=" not in err and "download=True" not in err   # no Python advice
     assert not (tmp_path / "o" / "results.json").exists()
     assert main(["reproduce", "cifar10", "--data-dir", str(empty), "--quiet"]) == 1
     assert "CIFAR-10 files not found" in capsys.readouterr().err
     proc = run_cli("train", "--dataset", "mnist", "--data-dir", str(empty), cwd=tmp_path)
     assert proc.returncode == 1 and "MNIST" in proc.stderr
+    assert "--download" in proc.stderr and "download=True" not in proc.stderr
     assert_no_traceback(proc.stderr)
 
 

@@ -214,6 +214,18 @@ def dtype_of(args):
     return np.float32 if args.dtype == "float32" else np.float64
 
 
+# The loaders' advice is worded for Python callers; on the command line it is options.
+_CLI_WORDS = (("pass path=<folder>", "pass --data-dir <folder>"),
+              ("pass download=True", "add --download"),
+              ("load_file(path)", "--data FILE"))
+
+
+def _cli_words(message):
+    for python, cli in _CLI_WORDS:
+        message = message.replace(python, cli)
+    return message
+
+
 def load_data(args):
     """The dataset of ``--data FILE`` (+ ``--name``) or ``--dataset``; data problems
     become ``Fail(..., 1)``."""
@@ -228,10 +240,8 @@ def load_data(args):
             raise
         hint = ""
         if isinstance(exc, FileNotFoundError) and args.data is None:
-            hint = (" On the command line: --data-dir DIR (a folder holding the files, or "
-                    "a data home with one subfolder per dataset), --download where the "
-                    "dataset has one, or --data FILE for your own .npz/.npy/HDF5 file.")
-        raise Fail(f"{exc}{hint}", EXIT_DATA) from None
+            hint = " For your own data: --data FILE (.npz, .npy or HDF5)."
+        raise Fail(_cli_words(str(exc)) + hint, EXIT_DATA) from None
 
 
 def check_data_args(args):
