@@ -608,3 +608,52 @@ def test_fashion_mnist_downloads_are_bounded_too(tmp_path, server, monkeypatch):
     srv = server(_short)
     with pytest.raises(DownloadError, match="incomplete download"):
         datasets.load_fashion_mnist(tmp_path / "home", download=True, base_url=srv.url)
+
+
+def _trickle_headers(srv, conn):
+    """A header line that never ends: no body byte ever comes."""
+    conn.sendall(b"HTTP/1.1 200 OK\r\nX-Slow: ")
+    while srv.alive():
+        conn.sendall(b"a")
+        time.sleep(0.05)
+
+
+def test_deadline_holds_while_headers_trickle(tmp_path, server, monkeypatch):
+    srv = server(_trickle_headers)
+    _limits(monkeypatch, DOWNLOAD_TIMEOUT=5.0, DOWNLOAD_DEADLINE=1.0)
+    t0 = time.perf_counter()
+    with pytest.raises(DownloadError, match="deadline"):
+        _fetch(tmp_path, srv.url)
+    assert time.perf_counter() - t0 < 4
+    _no_leftovers(tmp_path)
+
+
+def test_silent_server_times_out(tmp_path, server, monkeypatch):
+    srv = server(lambda s, conn: time.sleep(3))
+    _limits(monkeypatch, DOWNLOAD_TIMEOUT=0.5)
+    t0 = time.perf_counter()
+    with pytest.raises(DownloadError, match="[Tt]imed? ?out"):
+        _fetch(tmp_path, srv.url)
+    assert time.perf_counter() - t0 < 3
+
+
+@pytest.mark.parametrize("variant", ["multi_member", "zero_padded", "trailing_garbage"])
+def test_streamed_gzip_keeps_gzip_semantics(tmp_path, variant):
+    """The streaming reader reads what gzip reads (several members, zero padding) and
+    refuses what gzip refuses (garbage after the stream)."""
+    rng = np.random.default_rng(0)
+    imgs = rng.integers(0, 256, (3, 28, 28), dtype=np.uint8)
+    raw = idx_header(0x803, imgs.shape) + imgs.tobytes()
+    data = {"multi_member": gzip.compress(raw[:100]) + gzip.compress(raw[100:]),
+            "zero_padded": gzip.compress(raw) + bytes(3000),
+            "trailing_garbage": gzip.compress(raw) + b"not gzip"}[variant]
+    f = write_mnist_folder(tmp_path / "m", data, gz=True)
+    if variant == "trailing_garbage":
+        with pytest.raises(DatasetError, match="train-images-idx3-ubyte.gz.*corrupt"):
+            datasets.load_mnist(tmp_path / "m")
+        return
+    assert gzip.decompress(f.read_bytes()) == raw
+    (tmp_path / "m" / "train-labels-idx1-ubyte.gz").write_bytes(
+        gzip.compress(idx_header(0x801, (3,)) + bytes(3)))
+    ds = datasets.load_mnist(tmp_path / "m")
+    np.testing.assert_array_equal(ds.X_train, imgs.reshape(3, -1) / 255.0)

@@ -552,3 +552,126 @@ def test_oversized_header_shape_is_refused(saved):
             f.write(b"\0" * 16)
     with pytest.raises(ModelFileError, match="'huge' declares shape"):
         load_model(saved)
+
+
+# ------------------------------------------------------- family 8 and one-way imports
+def test_save_to_a_legal_240_character_name(tmp_path, net, monkeypatch):
+    name = "m" * 236 + ".npz"
+    assert len(name) == 240
+    temps = []
+    real_replace = os.replace
+    monkeypatch.setattr(io.os, "replace", lambda a, b: (temps.append(a), real_replace(a, b)))
+    net.save(tmp_path / name)
+    assert_same_net(net, load_model(tmp_path / name))
+    assert len(os.path.basename(temps[0])) <= 255
+    assert os.listdir(tmp_path) == [name]
+    # the longest legal name too
+    longest = "n" * (os.pathconf(tmp_path, "PC_NAME_MAX") - 4) + ".npz"
+    save_model(net, tmp_path / longest)
+    assert_same_net(net, load_model(tmp_path / longest))
+
+
+def _dead_pid():
+    import subprocess
+    import sys
+    p = subprocess.Popen([sys.executable, "-c", "pass"])
+    p.wait()
+    return p.pid
+
+
+def test_a_killed_saves_temporary_is_removed_by_the_next_save(tmp_path, net):
+    """A save killed mid-write (SIGKILL: no cleanup runs) leaves its temporary; the next
+    save of that file removes it."""
+    import subprocess
+    import sys
+    path = tmp_path / "model.npz"
+    code = (
+        "import os, signal, numpy as np, poswise\n"
+        "def die(*a, **k): os.kill(os.getpid(), signal.SIGKILL)\n"
+        "np.lib.format.write_array = die\n"
+        f"poswise.MLP((4, 5, 2), rng=0).save({str(path)!r})\n")
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(
+        [os.path.dirname(os.path.dirname(poswise.__file__))]
+        + os.environ.get("PYTHONPATH", "").split(os.pathsep)))
+    proc = subprocess.run([sys.executable, "-c", code], env=env, timeout=60)
+    assert proc.returncode == -9
+    left = os.listdir(tmp_path)
+    assert len(left) == 1 and left[0].startswith(".model.npz.") and left[0].endswith(".tmp")
+    save_model(net, path)
+    assert sorted(os.listdir(tmp_path)) == ["model.npz"]
+    assert_same_net(net, load_model(path))
+
+
+def test_temporaries_of_live_writers_are_left_alone(tmp_path, net):
+    path = tmp_path / "model.npz"
+    live = tmp_path / f".model.npz.{os.getpid()}-{'a' * 12}.tmp"      # a concurrent save
+    dead = tmp_path / f".model.npz.{_dead_pid()}-{'b' * 12}.tmp"      # a killed one
+    other = tmp_path / f".other.npz.{_dead_pid()}-{'c' * 12}.tmp"     # another file's
+    for p in (live, dead, other):
+        p.write_bytes(b"partial")
+    save_model(net, path)
+    assert live.exists() and other.exists() and not dead.exists()
+
+
+def test_nan_in_user_metadata_is_a_named_error(saved):
+    arrays = npz_contents(saved)
+    meta = metadata_of(arrays)
+    for token in ("NaN", "Infinity", "-Infinity"):
+        text = json.dumps(meta).replace('"user": {}', f'"user": {{"loss": {token}}}')
+        assert token in text
+        arrays["metadata"] = np.frombuffer(text.encode(), dtype=np.uint8)
+        write_npz(saved, arrays)
+        with pytest.raises(ModelFileError, match=f"model.npz.*{token}.*not valid JSON"):
+            load_model(saved)
+
+
+def test_predict_proba_validates_s(net):
+    X = X_for(net)
+    cos = poswise.MLP((4, 3), output="cosine", rng=0)
+    for bad in (0, -1.0, float("nan"), float("inf"), "30", True, None):
+        with pytest.raises(ValueError, match=r"'s' parameter of MLP.predict_proba must be "
+                                             r"a finite float > 0"):
+            cos.predict_proba(X, s=bad)
+    p = cos.predict_proba(X, s=np.float32(10))
+    z = cos.decision_function(X) * 10
+    e = np.exp(z - z.max(axis=1, keepdims=True))
+    np.testing.assert_allclose(p, e / e.sum(axis=1, keepdims=True), rtol=1e-12)
+
+
+def test_config_round_trip_and_validation(net):
+    cfg = net.get_config()
+    assert set(cfg) == set(poswise.network.CONFIG_FIELDS)
+    json.dumps(cfg)                                    # plain JSON types
+    again = poswise.MLP.from_config(cfg, net.weights, net.biases)
+    assert_same_net(net, again)
+    for field, value in (("sizes", [4]), ("activation", "swish"), ("leak", -1),
+                         ("dtype", "float16"), ("output", 3), ("init", "zeros")):
+        with pytest.raises(ValueError, match=f"config field '{field}' must be"):
+            poswise.MLP.from_config(dict(cfg, **{field: value}), net.weights, net.biases)
+    with pytest.raises(ValueError, match="do not match config sizes"):
+        poswise.MLP.from_config(dict(cfg, sizes=[4, 6, 3, 2]), net.weights, net.biases)
+    f32 = poswise.MLP.from_config(dict(cfg, dtype="float32"), net.weights, net.biases)
+    assert f32.dtype is np.float32
+
+
+def _imports(module_file):
+    import ast
+    tree = ast.parse(open(module_file).read())
+    names = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom):
+            names.add("." * node.level + (node.module or ""))
+            names.update("." * node.level + a.name for a in node.names
+                         if node.module is None)
+        elif isinstance(node, ast.Import):
+            names.update(a.name for a in node.names)
+    return names
+
+
+def test_io_imports_network_and_never_the_reverse():
+    net_imports = _imports(poswise.network.__file__)
+    assert not any(n.endswith("io") and n.startswith(".") or n == "poswise.io"
+                   for n in net_imports), net_imports
+    assert ".network" in _imports(io.__file__)
+    # and saving through the network still works: io registered its writer
+    assert poswise.MLP._writer is save_model

@@ -15,15 +15,16 @@ STATE_KEYS = ("s1W", "s2W", "s1b", "s2b")
 def settings(trainer, rule):
     """The settings a resume must match."""
     return {"optimizer": trainer.schedule, "lr": float(trainer.lr), "loss": trainer.loss,
-            "batch_size": trainer.batch_size, "s": float(trainer.s), "m": float(trainer.m),
+            "batch_size": trainer.batch_size, "shuffle": bool(trainer.shuffle), "s": float(trainer.s), "m": float(trainer.m),
             "update": rule.family, "update_params": rule.hyper(),
             "layer_scales": getattr(trainer, "layer_scales", None)}
 
 
 # what a checkpoint written before update rules existed meant
 _OLD_DEFAULTS = {"update": "sgd",
-                 "update_params": {"momentum": 0.0, "nesterov": False, "weight_decay": 0.0},
-                 "layer_scales": None}
+                 "update_params": {"momentum": 0.0, "nesterov": False, "weight_decay": 0.0,
+                                   "decay_biases": True},
+                 "layer_scales": None, "shuffle": True}
 
 
 def write_checkpoint(path, trainer, net, hist, gen, dual_arrays, n_samples, state):
@@ -86,5 +87,5 @@ def read_checkpoint(path, trainer, net, X, rule):
                          f"{L} layers.")
     for dst, src in zip(net._weights + net._biases, cnet._weights + cnet._biases):
         np.copyto(dst, src)
-    dual = {k: arrays[k] for k in ("W0_init", "C") if k in arrays}
+    dual = {k: arrays[k] for k in ("W0_init", "C", "a", "V", "va") if k in arrays}
     return {"history": hist, "rng": info.get("rng"), "arrays": dual, "state": state}

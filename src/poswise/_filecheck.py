@@ -29,6 +29,15 @@ class FileProblem(Exception):
     """What is wrong with a file (without its name: the caller adds it)."""
 
 
+class ObjectArrayProblem(FileProblem):
+    """A ``.npy`` array holds Python objects (``dtype`` says which)."""
+
+    def __init__(self, dtype):
+        self.dtype = dtype
+        super().__init__(f"it holds Python objects (dtype {dtype}); reading them would "
+                         f"need pickle, which can run arbitrary code")
+
+
 def open_regular(path):
     """Open ``path`` for binary reading, refusing at once what is not a regular file (a
     FIFO would block forever, a device would never end)."""
@@ -88,8 +97,7 @@ def read_npy_header(f):
             OverflowError, zipfile.BadZipFile) as exc:
         raise FileProblem(f"not a valid .npy array ({exc})") from None
     if dtype.hasobject:
-        raise FileProblem(f"it holds Python objects (dtype {dtype}); reading them would "
-                          f"need pickle, which can run arbitrary code")
+        raise ObjectArrayProblem(dtype)
     return dtype, tuple(int(s) for s in shape), fortran, f.tell()
 
 

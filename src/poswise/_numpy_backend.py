@@ -203,7 +203,7 @@ class NumpyEngine:
         t, lrl = int(st["t"][l]), lr * self.scales[l]
         self.rule.apply(self.W[l], gW, [st["s1W"][l], st["s2W"][l]], t, lrl)
         if gb is not None:
-            self.rule.apply(self.b[l], gb, [st["s1b"][l], st["s2b"][l]], t, lrl)
+            self.rule.apply(self.b[l], gb, [st["s1b"][l], st["s2b"][l]], t, lrl, bias=True)
 
     def apply(self, first, lr):
         cosine = self.loss == "am_softmax"
@@ -227,6 +227,16 @@ class NumpyEngine:
         for first in self.spans:
             loss = self.step(first, lr)
         return loss if self._finite() else float("nan")
+
+    def run_epochs(self, k, lr, losses, times, stop_below=-np.inf):
+        """Up to k epochs, as ``_core.Engine.run_epochs``."""
+        import time
+        for i in range(k):
+            losses[i] = self.epoch(lr)
+            times[i] = time.perf_counter()
+            if not np.isfinite(losses[i]) or losses[i] < stop_below:
+                return i + 1
+        return k
 
     def batch_step(self, lr):
         self._forward(0)

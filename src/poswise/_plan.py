@@ -63,10 +63,11 @@ def _dual_refusal(trainer, rule, full_batch, cosine_first):
         return "needs full-batch training"
     if cosine_first:
         return "cannot hold the am_softmax output layer"
-    if not rule.is_plain_sgd:
-        return (f"represents W[0] as W0_init - C X and updates only C, which is exact for "
-                f"plain SGD; the update rule {rule!r} is not implemented there (use "
-                f"first_layer='direct' or 'primal')")
+    if not rule.row_space:
+        return (f"keeps W[0] as a W0_init - C X, which the SGD family (momentum, Nesterov, "
+                f"weight decay) preserves but {rule!r} does not: its elementwise scaling "
+                f"of the gradient leaves the row space of X (use first_layer='direct' or "
+                f"'primal')")
     return None
 
 
@@ -91,8 +92,8 @@ def make_plan(trainer, sizes, n_samples, n_features, epochs, rule, *, itemsize=8
     requested = mode or trainer.first_layer
     if requested == "dual" and dual_no:
         raise ValueError(f"first_layer='dual' needs backend='cython', full-batch training, "
-                         f"plain SGD and a first layer that is not the am_softmax output "
-                         f"layer; here it {dual_no}.")
+                         f"an update rule of the SGD family and a first layer that is not "
+                         f"the am_softmax output layer; here it {dual_no}.")
     if requested == "direct" and not direct_ok:
         if mode is not None:            # a direct checkpoint on a CPU without AVX2
             requested = "primal"
@@ -150,23 +151,28 @@ def build_engines(plan, trainer, net, ws, bs, X, y, val, rule, state, dual_state
         from ._kernels._core import materialize_first_layer
         W0_init = ws[0].copy()
         C = np.zeros((ws[0].shape[0], N), dtype=ws[0].dtype)
+        dual_arrays = {"W0_init": W0_init, "C": C, "a": np.ones(1), "va": np.zeros(1)}
+        if rule.hyper().get("momentum", 0) > 0:
+            dual_arrays["V"] = np.zeros_like(C)
         if dual_state is not None:
-            np.copyto(W0_init, dual_state["W0_init"])
-            np.copyto(C, dual_state["C"])
-        dual_arrays = {"W0_init": W0_init, "C": C}
+            for k, arr in dual_arrays.items():
+                if k in dual_state:
+                    np.copyto(arr, dual_state[k])
+        extra = (dual_arrays["a"], dual_arrays.get("V"), dual_arrays["va"])
         P, G = X @ W0_init.T, X @ X.T
-        eng = _new_engine(plan.backend, ws, bs, *eng_args, N, dual=(P, G, C), **common)
+        eng = _new_engine(plan.backend, ws, bs, *eng_args, N, dual=(P, G, C) + extra,
+                          **common)
         eng.set_data(X, y, P, G)
         veng = None
         if val is not None:
             Xv, yv = val
             Pv, Gv = Xv @ W0_init.T, Xv @ X.T
             veng = _new_engine(plan.backend, ws, bs, *eng_args, Xv.shape[0], train=False,
-                               dual=(Pv, Gv, C), **common)
+                               dual=(Pv, Gv, C) + extra, **common)
             veng.set_data(Xv, yv, Pv, Gv)
 
         def sync():
-            materialize_first_layer(W0_init, C, X, ws[0])
+            materialize_first_layer(W0_init, C, X, ws[0], float(dual_arrays["a"][0]))
         return eng, veng, sync, dual_arrays
 
     direct = sync = None

@@ -1,5 +1,8 @@
 """The poswise model file: an MLP (and, for checkpoints, extra arrays) in one ``.npz``.
 
+(Over 400 lines on purpose: the format's specification, its writer and its reader are
+kept side by side so that a change to one is seen next to the others.)
+
 Format ``poswise-mlp``, version 1
 ---------------------------------
 An uncompressed ``.npz`` (a zip of ``.npy`` members, readable by ``np.load``) holding
@@ -29,12 +32,11 @@ Versioning: a reader refuses files whose ``format_version`` is newer than it kno
 version is introduced only when an older reader would misread the file (new optional
 metadata fields do not need one).
 
-Files are written atomically: to a temporary file in the destination directory, flushed
-and fsync'ed, then moved over the destination with ``os.replace``. A failure at any point
-leaves the previous file (if any) untouched and removes the temporary file. The temporary
-name is ``.<start of the name>.<pid>-<random>.tmp``, at most ``NAME_MAX`` bytes even for a
-destination name of the maximal length; a save first removes the temporaries of its
-destination left by a writer that was killed (whose process no longer exists).
+Files are written atomically by :func:`poswise._atomic.atomic_write`: to a temporary file
+in the destination directory (a name short enough for any legal destination name),
+flushed and fsync'ed, then moved over the destination with ``os.replace``. A failure at
+any point leaves the previous file (if any) untouched and removes the temporary file; a
+save first removes the temporaries of its destination left by a writer that was killed.
 
 Reading checks before it allocates: the path must be a regular file (a FIFO or a device
 is refused at once), every zip member must fit in the archive (a directory declaring a
@@ -51,7 +53,6 @@ import json
 import math
 import os
 import re
-import secrets
 import struct
 import zipfile
 import zlib
@@ -59,6 +60,7 @@ import zlib
 import numpy as np
 
 from . import _filecheck
+from ._atomic import atomic_write
 from .network import ACTIVATIONS, CONFIG_FIELDS, INITS, MLP, OUTPUTS
 
 __all__ = ["FORMAT_NAME", "FORMAT_VERSION", "ModelFileError", "save_model", "load_model",
@@ -184,85 +186,6 @@ def _extra_arrays(arrays):
     return out
 
 
-def _fsync_dir(dirname):
-    """Make the rename durable (POSIX); a no-op where directories cannot be opened."""
-    try:
-        fd = os.open(dirname, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-_TMP_SUFFIX = ".tmp"
-
-
-def _name_max(dirname):
-    try:
-        return int(os.pathconf(dirname, "PC_NAME_MAX"))
-    except (AttributeError, OSError, ValueError):
-        return 255
-
-
-def _temp_prefix(dirname, basename):
-    """``.<start of basename>.``: short enough for ``<pid>-<12 hex>.tmp`` to follow
-    within the file-system's name limit (a 240-character destination is legal)."""
-    room = _name_max(dirname) - len(".") - len(".") - 20 - 1 - 12 - len(_TMP_SUFFIX)
-    stem = os.fsencode(basename)[:max(room, 1)].decode(errors="ignore") or "m"
-    return f".{stem}."
-
-
-def _pid_alive(pid):
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except (PermissionError, OSError):
-        return True          # exists (owned by someone else) or cannot tell: keep it
-    return True
-
-
-def _remove_stale_temps(dirname, prefix):
-    """Delete temporaries of this destination whose writer process is gone (a save that
-    was killed); temporaries of live writers (concurrent saves) are left alone."""
-    try:
-        names = os.listdir(dirname)
-    except OSError:
-        return
-    for name in names:
-        if not (name.startswith(prefix) and name.endswith(_TMP_SUFFIX)):
-            continue
-        tag = name[len(prefix):-len(_TMP_SUFFIX)]
-        pid, _, token = tag.partition("-")
-        if not (pid.isdigit() and len(token) == 12) or _pid_alive(int(pid)):
-            continue
-        try:
-            os.unlink(os.path.join(dirname, name))
-        except OSError:
-            pass
-
-
-def _open_temp(dirname, basename):
-    """Create a new file next to the destination, with the mode a plain ``open`` would
-    give it (mkstemp's 0600 would survive the rename)."""
-    prefix = _temp_prefix(dirname, basename)
-    _remove_stale_temps(dirname, prefix)
-    for _ in range(100):
-        tmp = os.path.join(dirname, f"{prefix}{os.getpid()}-{secrets.token_hex(6)}"
-                                    f"{_TMP_SUFFIX}")
-        try:
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0),
-                         0o666)
-        except FileExistsError:
-            continue
-        return tmp, fd
-    raise FileExistsError(errno.EEXIST, "could not create a temporary file", dirname)
-
-
 def _write_npz(fh, arrays):
     np.savez(fh, allow_pickle=False, **arrays)
 
@@ -347,22 +270,7 @@ def save_model(net, path, *, metadata=None, arrays=None):
     text = _canonical_json(meta).encode("utf-8")
     payload = {METADATA_KEY: np.frombuffer(text, dtype=np.uint8), **payload}
 
-    dirname, basename = os.path.split(os.path.abspath(path))
-    tmp, fd = _open_temp(dirname, basename)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            _write_npz(fh, payload)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        # KeyboardInterrupt included: never leave a partial temporary file behind.
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-    _fsync_dir(dirname)
+    atomic_write(path, lambda fh: _write_npz(fh, payload))
 
 
 # ---------------------------------------------------------------------------- load
@@ -371,15 +279,13 @@ def _header(zf, info, path):
     try:
         with zf.open(info) as f:
             dtype, shape, fortran, header_len = _filecheck.read_npy_header(f)
+    except _filecheck.ObjectArrayProblem as exc:
+        raise ModelFileError(path, f"array {info.filename[:-4]!r} holds Python objects "
+                                   f"(dtype {exc.dtype}); poswise model files contain only "
+                                   f"numbers, and loading objects would need pickle, which "
+                                   f"can run arbitrary code. Refusing to load it.") from None
     except _filecheck.FileProblem as exc:
-        problem = str(exc)
-        if problem.startswith("it holds Python objects"):
-            raise ModelFileError(path, f"array {info.filename[:-4]!r} holds Python objects "
-                                       f"(dtype {problem.split('dtype ')[1].split(')')[0]}); "
-                                       f"poswise model files contain only numbers, and "
-                                       f"loading objects would need pickle, which can run "
-                                       f"arbitrary code. Refusing to load it.") from None
-        raise ModelFileError(path, f"member {info.filename!r} is {problem}.") from None
+        raise ModelFileError(path, f"member {info.filename!r} is {exc}.") from None
     except _CORRUPTION as exc:
         raise ModelFileError(path, f"member {info.filename!r} is not a valid .npy array "
                                    f"({exc}).") from None

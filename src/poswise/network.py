@@ -255,8 +255,12 @@ class MLP:
         if init is not None and (not isinstance(init, str) or init not in INITS):
             bad("init", f"null or one of {INITS}")
         leak = config.get("leak")
-        if not (isinstance(leak, (int, float)) and not isinstance(leak, bool)
-                and np.isfinite(leak) and leak >= 0):
+        try:
+            leak_ok = (isinstance(leak, (int, float)) and not isinstance(leak, bool)
+                       and np.isfinite(float(leak)) and leak >= 0)
+        except OverflowError:          # an int beyond float range
+            leak_ok = False
+        if not leak_ok:
             bad("leak", "a finite number >= 0")
         if config.get("dtype") not in ("float32", "float64"):
             bad("dtype", "'float32' or 'float64'")

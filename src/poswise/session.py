@@ -165,7 +165,7 @@ class TrainingSession:
             gen = np.random.default_rng(tr.rng)
             if resumed is not None and resumed["rng"] is not None:
                 gen.bit_generator.state = resumed["rng"]
-            batches = _Batches(X, y, tr.batch_size)
+            batches = _Batches(X, y, tr.batch_size, tr.shuffle)
         lr = float(tr.lr)
         clock = _Clock(t_start, hist)
         bar = _progress(progress, epochs, type(tr).__name__)
@@ -287,8 +287,8 @@ class TrainingSession:
 class _Batches:
     """Shuffled mini-batches of (X, y) in preallocated buffers."""
 
-    def __init__(self, X, y, size):
-        self.X, self.y, self.B = X, y, size
+    def __init__(self, X, y, size, shuffle=True):
+        self.X, self.y, self.B, self.shuffle = X, y, size, shuffle
         self.Xb = np.empty((size,) + X.shape[1:], dtype=X.dtype)
         self.yb = np.empty((size,) + y.shape[1:], dtype=y.dtype)
 
@@ -296,7 +296,7 @@ class _Batches:
         """One pass over shuffled batches, one schedule step each; False on a
         non-finite parameter."""
         N = self.X.shape[0]
-        perm = gen.permutation(N)
+        perm = gen.permutation(N) if self.shuffle else np.arange(N)
         for start in range(0, N, self.B):
             idx = perm[start:start + self.B]
             nb = idx.shape[0]

@@ -26,12 +26,13 @@ class _Trainer:
     schedule = ""
     label = ""
 
-    def __init__(self, lr, *, loss="bce", batch_size=None, update="sgd", backend="cython",
-                 first_layer="auto", threads=None, rng=None, s=30.0, m=0.35,
-                 on_divergence="stop"):
+    def __init__(self, lr, *, loss="bce", batch_size=None, shuffle=True, update="sgd",
+                 backend="cython", first_layer="auto", threads=None, rng=None, s=30.0,
+                 m=0.35, on_divergence="stop"):
         self.lr = lr
         self.loss = loss
         self.batch_size = batch_size
+        self.shuffle = shuffle
         self.update = update
         self.backend = backend
         self.first_layer = first_layer
@@ -57,6 +58,9 @@ class _Trainer:
         check_choice(self.loss, "loss", name, tuple(LOSSES))
         check_scalar(self.batch_size, "batch_size", name, kind="int", low=1,
                      low_inclusive=True, allow_none=True)
+        if not isinstance(self.shuffle, (bool, np.bool_)):
+            raise ValueError(f"The 'shuffle' parameter of {name} must be a bool. Got "
+                             f"{self.shuffle!r} instead.")
         self._rule()
         check_choice(self.backend, "backend", name, BACKENDS)
         check_choice(self.first_layer, "first_layer", name, FIRST_LAYER_MODES)
@@ -157,7 +161,10 @@ _COMMON_DOC = """
         See :mod:`poswise.losses`.
     batch_size : int, optional
         If set (and smaller than the number of samples), each epoch takes one pass of the
-        schedule per shuffled mini-batch of this size.
+        schedule per mini-batch of this size.
+    shuffle : bool, default True
+        Draw each epoch's mini-batches from a new permutation of the samples (``rng``);
+        False takes them in data order.
     update : str or UpdateRule, default "sgd"
         How a gradient becomes a step: a name of :data:`poswise.updates.UPDATE_RULES`
         (``"sgd"``, ``"momentum"``, ``"nesterov"``, ``"adam"``, ``"adamw"``,

@@ -37,10 +37,6 @@ class UpdateRule:
     #: number of state arrays per parameter
     n_state = 0
 
-    def __repr__(self):
-        args = ", ".join(f"{k}={v!r}" for k, v in self.hyper().items())
-        return f"{type(self).__name__}({args})"
-
     def __eq__(self, other):
         return type(self) is type(other) and self.hyper() == other.hyper()
 
@@ -71,20 +67,37 @@ class UpdateRule:
         return False
 
     def kernel_params(self):
-        """(code, momentum, nesterov, weight_decay, beta1, beta2, eps, alpha)."""
+        """(code, momentum, nesterov, weight_decay, beta1, beta2, eps, alpha,
+        decay_biases)."""
         raise NotImplementedError
+
+    def __repr__(self):
+        args = ", ".join(f"{k}={tuple(v) if isinstance(v, list) else v!r}"
+                         for k, v in self.hyper().items())
+        return f"{type(self).__name__}({args})"
 
     def new_state(self, p):
         """Fresh state for parameter ``p``: a list of ``n_state`` zero arrays."""
         return [np.zeros_like(p) for _ in range(self.n_state)]
 
-    def apply(self, p, g, state, t, lr):
+    def apply(self, p, g, state, t, lr, bias=False):
         """Numpy reference: update ``p`` in place with gradient ``g``.
 
         ``state`` is the list from :meth:`new_state` (updated in place) and ``t`` the
-        parameter's step count including this step (1 on its first update).
+        parameter's step count including this step (1 on its first update); ``bias``
+        says that ``p`` is a bias vector (no weight decay with ``decay_biases=False``).
         """
         raise NotImplementedError
+
+    def _decay(self, bias):
+        return 0.0 if bias and not self.decay_biases else self.weight_decay
+
+
+def _check_bool(value, name, cls):
+    if not isinstance(value, (bool, np.bool_)):
+        raise ValueError(f"The '{name}' parameter of {cls} must be a bool. Got {value!r} "
+                         f"instead.")
+    return bool(value)
 
 
 def _check_nonneg(value, name, cls, *, upper=None):
@@ -112,15 +125,17 @@ class SGD(UpdateRule):
         Nesterov momentum (needs ``momentum > 0``).
     weight_decay : float >= 0, default 0
         L2 penalty added to the gradient.
+    decay_biases : bool, default True
+        Whether weight decay applies to the bias vectors too (torch's default for one
+        parameter group); False decays the weight matrices only (scikit-learn's
+        ``alpha``).
     """
     family = "sgd"
 
-    def __init__(self, momentum=0.0, nesterov=False, weight_decay=0.0):
+    def __init__(self, momentum=0.0, nesterov=False, weight_decay=0.0, decay_biases=True):
         self.momentum = _check_nonneg(momentum, "momentum", "SGD", upper=1)
-        if not isinstance(nesterov, (bool, np.bool_)):
-            raise ValueError(f"The 'nesterov' parameter of SGD must be a bool. Got "
-                             f"{nesterov!r} instead.")
-        self.nesterov = bool(nesterov)
+        self.nesterov = _check_bool(nesterov, "nesterov", "SGD")
+        self.decay_biases = _check_bool(decay_biases, "decay_biases", "SGD")
         if self.nesterov and self.momentum == 0:
             raise ValueError("SGD with nesterov=True needs a momentum > 0 (as torch.optim).")
         self.weight_decay = _check_nonneg(weight_decay, "weight_decay", "SGD")
@@ -131,7 +146,7 @@ class SGD(UpdateRule):
 
     def hyper(self):
         return {"momentum": self.momentum, "nesterov": self.nesterov,
-                "weight_decay": self.weight_decay}
+                "weight_decay": self.weight_decay, "decay_biases": self.decay_biases}
 
     @property
     def is_plain_sgd(self):
@@ -143,11 +158,12 @@ class SGD(UpdateRule):
 
     def kernel_params(self):
         return (RULE_CODES["sgd"], self.momentum, int(self.nesterov), self.weight_decay,
-                0.0, 0.0, 0.0, 0.0)
+                0.0, 0.0, 0.0, 0.0, int(self.decay_biases))
 
-    def apply(self, p, g, state, t, lr):
-        if self.weight_decay:
-            g = g + self.weight_decay * p
+    def apply(self, p, g, state, t, lr, bias=False):
+        wd = self._decay(bias)
+        if wd:
+            g = g + wd * p
         if self.momentum:
             v = state[0]
             v *= self.momentum
@@ -174,13 +190,18 @@ class Adam(UpdateRule):
     betas : (float, float) in [0, 1), default (0.9, 0.999)
     eps : float > 0, default 1e-8
     weight_decay : float >= 0, default 0
+    decay_biases : bool, default True
+        Whether weight decay applies to the bias vectors too (torch's default for one
+        parameter group); False decays the weight matrices only (scikit-learn's
+        ``alpha``).
     """
     family = "adam"
     n_state = 2
     _default_decay = 0.0
 
-    def __init__(self, betas=(0.9, 0.999), eps=1e-8, weight_decay=None):
+    def __init__(self, betas=(0.9, 0.999), eps=1e-8, weight_decay=None, decay_biases=True):
         cls = type(self).__name__
+        self.decay_biases = _check_bool(decay_biases, "decay_biases", cls)
         try:
             b1, b2 = betas
         except (TypeError, ValueError):
@@ -195,18 +216,19 @@ class Adam(UpdateRule):
 
     def hyper(self):
         return {"betas": list(self.betas), "eps": self.eps,
-                "weight_decay": self.weight_decay}
+                "weight_decay": self.weight_decay, "decay_biases": self.decay_biases}
 
     def kernel_params(self):
         return (RULE_CODES[self.family], 0.0, 0, self.weight_decay, self.betas[0],
-                self.betas[1], self.eps, 0.0)
+                self.betas[1], self.eps, 0.0, int(self.decay_biases))
 
-    def apply(self, p, g, state, t, lr):
+    def apply(self, p, g, state, t, lr, bias=False):
         b1, b2 = self.betas
+        wd = self._decay(bias)
         if self.family == "adamw":
-            p *= 1 - lr * self.weight_decay
-        elif self.weight_decay:
-            g = g + self.weight_decay * p
+            p *= 1 - lr * wd
+        elif wd:
+            g = g + wd * p
         m, s = state
         m += (g - m) * (1 - b1)
         s *= b2
@@ -243,10 +265,16 @@ class RMSprop(UpdateRule):
     eps : float > 0, default 1e-8
     momentum : float in [0, 1), default 0
     weight_decay : float >= 0, default 0
+    decay_biases : bool, default True
+        Whether weight decay applies to the bias vectors too (torch's default for one
+        parameter group); False decays the weight matrices only (scikit-learn's
+        ``alpha``).
     """
     family = "rmsprop"
 
-    def __init__(self, alpha=0.99, eps=1e-8, momentum=0.0, weight_decay=0.0):
+    def __init__(self, alpha=0.99, eps=1e-8, momentum=0.0, weight_decay=0.0,
+                 decay_biases=True):
+        self.decay_biases = _check_bool(decay_biases, "decay_biases", "RMSprop")
         self.alpha = _check_nonneg(alpha, "alpha", "RMSprop", upper=1)
         self.eps = float(check_scalar(eps, "eps", "RMSprop", low=0))
         self.momentum = _check_nonneg(momentum, "momentum", "RMSprop", upper=1)
@@ -258,15 +286,16 @@ class RMSprop(UpdateRule):
 
     def hyper(self):
         return {"alpha": self.alpha, "eps": self.eps, "momentum": self.momentum,
-                "weight_decay": self.weight_decay}
+                "weight_decay": self.weight_decay, "decay_biases": self.decay_biases}
 
     def kernel_params(self):
         return (RULE_CODES["rmsprop"], self.momentum, 0, self.weight_decay, 0.0, 0.0,
-                self.eps, self.alpha)
+                self.eps, self.alpha, int(self.decay_biases))
 
-    def apply(self, p, g, state, t, lr):
-        if self.weight_decay:
-            g = g + self.weight_decay * p
+    def apply(self, p, g, state, t, lr, bias=False):
+        wd = self._decay(bias)
+        if wd:
+            g = g + wd * p
         s = state[0]
         s *= self.alpha
         s += (1 - self.alpha) * g * g

@@ -50,6 +50,7 @@ Everything that can run without the GIL does: a whole epoch is one ``nogil`` cal
 from libc.math cimport exp, log, log1p, fabs, sqrt, tanh, NAN
 from libc.stdlib cimport malloc, calloc, free
 from libc.string cimport memcpy, memset
+from posix.time cimport clock_gettime, timespec, CLOCK_MONOTONIC
 
 import numpy as np
 
@@ -84,6 +85,7 @@ cdef extern from "_rules.h" nogil:
         double beta2
         double eps
         double alpha
+        int decay_biases
     int pw_rule_nstate(const pw_rule* r)
     void pw_rule_apply_d(const pw_rule* r, long long t, double lr, double* p, int rows,
                          int cols, Py_ssize_t prs, Py_ssize_t pcs, const double* g,
@@ -150,6 +152,9 @@ cdef struct Net:
     void* P          # N x n[1]
     void* G          # N x ncols
     void* C          # n[1] x ncols
+    double* dual_a   # 1: the scale a of W0_init in W[0] = a W0_init - C X (1 without decay)
+    void* V          # n[1] x ncols momentum coefficients (NULL without momentum)
+    double* dual_va  # 1: the momentum's W0_init coefficient
     # direct first layer
     bint direct
     void* WT         # n[0] x NP transposed, padded first-layer weights
@@ -379,7 +384,7 @@ cdef double _forward(Net* net, int start, floating lr_type_tag) noexcept nogil:
                 pw_first_forward_s(src, N, nin, <float*>net.WT, net.NP, dst, nout,
                                    net.nthreads)
         elif l == 0 and net.dual:
-            memcpy(dst, net.P, <size_t>N * nout * sizeof(floating))
+            _dual_base(net, dst, N * nout)
             gemm(False, True, N, nout, net.ncols, <floating>-1, <floating*>net.G, net.ncols,
                  <floating*>net.C, net.ncols, <floating>1, dst, nout)
         else:
@@ -389,6 +394,51 @@ cdef double _forward(Net* net, int start, floating lr_type_tag) noexcept nogil:
                   net.act if l < L - 1 else ACT_IDENTITY, net.leak)
     return _loss_delta(net, <floating*>net.out,
                        <floating*>net.D[L - 1] if net.D != NULL else NULL)
+
+
+cdef inline void _dual_base(Net* net, floating* dst, Py_ssize_t cnt) noexcept nogil:
+    """dst := a P: the W0_init part of the dual first layer's output (a copy when a = 1,
+    as it stays without weight decay)."""
+    cdef Py_ssize_t i
+    cdef double a = net.dual_a[0]
+    cdef floating* P = <floating*>net.P
+    if a == 1.0:
+        memcpy(dst, P, <size_t>cnt * sizeof(floating))
+    else:
+        for i in range(cnt):
+            dst[i] = <floating>(a * P[i])
+
+
+cdef void _apply_dual(Net* net, double lr, floating tag) noexcept nogil:
+    """The SGD family on the dual first layer, W[0] = a W0_init - C X.
+
+    Every quantity of the rule stays of the form alpha W0_init - M X: the gradient is
+    (0, -D[0]^T) (D[0]^T X = -(-D[0]^T) X), weight decay adds lambda (a, C), the momentum
+    buffer is (va, V); so the rule runs on the coefficients, elementwise on n[1] x N
+    values instead of n[1] x D."""
+    cdef int n1 = net.n[1], N = net.ncols
+    cdef Py_ssize_t i, j
+    cdef double mu = net.rule.momentum, wd = net.rule.weight_decay
+    cdef double a = net.dual_a[0], ga, va, sa, gc, v, st
+    cdef floating* C = <floating*>net.C
+    cdef floating* V = <floating*>net.V
+    cdef floating* D0 = <floating*>net.D[0]
+    ga = wd * a
+    sa = ga
+    if mu > 0:
+        va = mu * net.dual_va[0] + ga
+        net.dual_va[0] = va
+        sa = ga + mu * va if net.rule.nesterov else va
+    net.dual_a[0] = a - lr * sa
+    for j in range(n1):
+        for i in range(N):
+            gc = wd * <double>C[j * N + i] - <double>D0[i * n1 + j]
+            st = gc
+            if mu > 0:
+                v = mu * <double>V[j * N + i] + gc
+                V[j * N + i] = <floating>v
+                st = gc + mu * v if net.rule.nesterov else v
+            C[j * N + i] = <floating>(<double>C[j * N + i] - lr * st)
 
 
 cdef void _update_bias(Net* net, int l, floating lr) noexcept nogil:
@@ -453,7 +503,9 @@ cdef void _span_gradients(Net* net, int first, bint accumulate,
                  <floating>0, <floating*>net.D[l - 1], nin)
             _mul_act_deriv(<floating*>net.D[l - 1], <floating*>net.A[l],
                            <Py_ssize_t>N * nin, net.act, net.leak)
-        if l == 0 and net.direct:
+        if l == 0 and net.dual:
+            pass              # no primal gradient: _apply_dual reads D[0] itself
+        elif l == 0 and net.direct:
             if floating is double:
                 pw_first_gradient_d(<double*>net.A[0], N, nin, Dl, nout, gW, accumulate,
                                     net.nthreads)
@@ -468,15 +520,15 @@ cdef void _span_gradients(Net* net, int first, bint accumulate,
             gb[j] = <floating>(gb[j] + net.acc[j]) if accumulate else <floating>net.acc[j]
 
 
-cdef inline void _apply_param(Net* net, int l, double lr, void* p, int rows, int cols,
-                              Py_ssize_t prs, Py_ssize_t pcs, const floating* g,
+cdef inline void _apply_param(const pw_rule* r, long long t, double lr, void* p, int rows,
+                              int cols, Py_ssize_t prs, Py_ssize_t pcs, const floating* g,
                               void* s1, void* s2) noexcept nogil:
     # state arrays are in the canonical (rows, cols) row-major layout
     if floating is double:
-        pw_rule_apply_d(&net.rule, net.t[l], lr, <double*>p, rows, cols, prs, pcs, g, cols, 1,
+        pw_rule_apply_d(r, t, lr, <double*>p, rows, cols, prs, pcs, g, cols, 1,
                         <double*>s1, <double*>s2, cols, 1)
     else:
-        pw_rule_apply_s(&net.rule, net.t[l], lr, <float*>p, rows, cols, prs, pcs, g, cols, 1,
+        pw_rule_apply_s(r, t, lr, <float*>p, rows, cols, prs, pcs, g, cols, 1,
                         <float*>s1, <float*>s2, cols, 1)
 
 
@@ -486,20 +538,28 @@ cdef void _apply_span(Net* net, int first, floating lr) noexcept nogil:
     cdef int l, nin, nout
     cdef double lrl
     cdef floating* g
+    cdef pw_rule rb = net.rule        # the biases' rule: without decay if so asked
+    cdef long long t
+    if not rb.decay_biases:
+        rb.weight_decay = 0.0
     for l in range(first, net.L):
         nin = net.n[l]
         nout = net.n[l + 1]
         net.t[l] += 1
+        t = net.t[l]
         lrl = <double>lr * net.lscale[l]
         g = <floating*>net.grad + net.goff[l]
-        if l == 0 and net.direct:
+        if l == 0 and net.dual:
+            _apply_dual(net, lrl, lr)
+        elif l == 0 and net.direct:
             # WT is (n_in, NP): element (j, i) of W[0] is WT[i * NP + j]
-            _apply_param(net, l, lrl, net.WT, nout, nin, 1, net.NP, g, net.s1W[l],
+            _apply_param(&net.rule, t, lrl, net.WT, nout, nin, 1, net.NP, g, net.s1W[l],
                          net.s2W[l])
         else:
-            _apply_param(net, l, lrl, net.W[l], nout, nin, nin, 1, g, net.s1W[l], net.s2W[l])
+            _apply_param(&net.rule, t, lrl, net.W[l], nout, nin, nin, 1, g, net.s1W[l],
+                         net.s2W[l])
         if not (l == net.L - 1 and net.loss == LOSS_AM_SOFTMAX):
-            _apply_param(net, l, lrl, net.b[l], 1, nout, 0, 1, g + <Py_ssize_t>nin * nout,
+            _apply_param(&rb, t, lrl, net.b[l], 1, nout, 0, 1, g + <Py_ssize_t>nin * nout,
                          net.s1b[l], net.s2b[l])
 
 
@@ -583,6 +643,7 @@ cdef bint _params_finite(Net* net, floating tag) noexcept nogil:
         elif l == 0 and net.dual:
             p = <floating*>net.C
             cnt = <Py_ssize_t>net.n[1] * net.ncols
+            z += net.dual_a[0] * 0.0
         else:
             p = <floating*>net.W[l]
             cnt = <Py_ssize_t>net.n[l] * net.n[l + 1]
@@ -966,6 +1027,25 @@ cdef double _epoch(Net* net, floating lr) noexcept nogil:
     return loss
 
 
+cdef int _run_epochs(Net* net, int k, floating lr, double* losses, double* times,
+                     double stop_below) noexcept nogil:
+    """Up to ``k`` epochs in one call: each epoch's loss and the monotonic clock after it
+    (CLOCK_MONOTONIC, the clock of Python's ``time.perf_counter`` on Linux); stops after
+    an epoch whose loss is not finite (rolled back by the caller) or below
+    ``stop_below``. Returns the number of epochs run."""
+    cdef int i
+    cdef double loss
+    cdef timespec ts
+    for i in range(k):
+        loss = _epoch(net, lr)
+        clock_gettime(CLOCK_MONOTONIC, &ts)
+        losses[i] = loss
+        times[i] = ts.tv_sec + 1e-9 * ts.tv_nsec
+        if not (loss - loss == 0.0) or loss < stop_below:
+            return i + 1
+    return k
+
+
 cdef bint _batch_step(Net* net, floating lr) noexcept nogil:
     """One pass of the schedule on the current (mini-batch) data, from a fresh forward
     (the last step does not refresh); False if a parameter became non-finite."""
@@ -1090,8 +1170,8 @@ cdef class Engine:
             raise MemoryError()
         self._set_rule(rule, state, weights, biases, dt)
         self._set_schedule(spans, scales)
-        if dual is not None and not self.net.plain:
-            raise ValueError("the dual first layer only represents plain SGD")
+        if dual is not None and self.net.rule.code != PW_RULE_SGD:
+            raise ValueError("the dual first layer represents the SGD family only")
         if fused_block > 0:
             if direct is None or not train or loss == "am_softmax":
                 raise ValueError("a fused engine needs the direct first layer, training "
@@ -1143,13 +1223,24 @@ cdef class Engine:
             if self.net.wnorm == NULL or self.net.anorm == NULL:
                 raise MemoryError()
         self.net.dual = dual is not None
+        dual_snap = []
         if dual is not None:
-            P, G, C = dual
-            self._keep.extend((P, G, C))
+            P, G, C = dual[:3]
+            a, V, va = dual[3:] if len(dual) > 3 else (np.ones(1), None, np.zeros(1))
+            if a.dtype != np.float64 or a.shape != (1,) or va.dtype != np.float64 or \
+                    va.shape != (1,) or (V is None) != (self.net.rule.momentum == 0) or \
+                    (V is not None and (V.shape != C.shape or V.dtype != dt)):
+                raise ValueError("dual first layer: a and va must be float64 (1,), V "
+                                 "(n[1], N) of the network's dtype exactly with momentum")
+            self._keep.extend((P, G, C, a, V, va))
             self.net.P = _ptr(P)
             self.net.G = _ptr(G)
             self.net.C = _ptr(C)
+            self.net.dual_a = <double*><size_t>a.ctypes.data
+            self.net.dual_va = <double*><size_t>va.ctypes.data
+            self.net.V = NULL if V is None else _ptr(V)
             self.net.ncols = C.shape[1]
+            dual_snap = [a, va] + ([V] if V is not None else [])
         self.net.direct = direct is not None
         self.net.nthreads = pw_clamp_threads(nthreads)
         if direct is not None:
@@ -1173,6 +1264,7 @@ cdef class Engine:
                                if not (l == 0 and (dual is not None or direct is not None))]
         if dual is not None:
             snap.append(dual[2])
+            snap.extend(dual_snap)
         if direct is not None:
             snap.append(direct)
         snap.append(self._state["t"])
@@ -1200,8 +1292,8 @@ cdef class Engine:
         """The update rule and its state arrays (the caller's, or fresh zeros)."""
         cdef int L = self.net.L, l, ns
         if rule is None:
-            rule = (PW_RULE_SGD, 0.0, 0, 0.0, 0.0, 0.0, 0.0, 0.0)
-        code, mom, nest, wd, b1, b2, eps, alpha = rule
+            rule = (PW_RULE_SGD, 0.0, 0, 0.0, 0.0, 0.0, 0.0, 0.0, 1)
+        code, mom, nest, wd, b1, b2, eps, alpha, decay_biases = rule
         if code not in (PW_RULE_SGD, PW_RULE_ADAM, PW_RULE_ADAMW, PW_RULE_RMSPROP):
             raise ValueError(f"unknown update rule code {code!r}")
         self.net.rule.code = code
@@ -1212,6 +1304,7 @@ cdef class Engine:
         self.net.rule.beta2 = b2
         self.net.rule.eps = eps
         self.net.rule.alpha = alpha
+        self.net.rule.decay_biases = decay_biases
         self.net.plain = code == PW_RULE_SGD and mom == 0 and wd == 0
         ns = pw_rule_nstate(&self.net.rule)
         if state is None:
@@ -1554,6 +1647,26 @@ cdef class Engine:
                 loss = _epoch[float](&self.net, <float>lr)
         return loss
 
+    def run_epochs(self, int k, double lr, double[::1] losses, double[::1] times,
+                   double stop_below=-1e308):
+        """Up to ``k`` full-batch epochs in one GIL-free call (what ``epoch`` does, k
+        times): ``losses[i]`` and ``times[i]`` (``time.perf_counter``'s clock) after epoch
+        i; stops after a non-finite loss (the caller rolls it back) or one below
+        ``stop_below``. Returns the number of epochs run."""
+        cdef int n
+        if self.windowed:
+            raise ValueError("run_epochs() runs on the whole data: restore the window first")
+        if k < 0 or losses.shape[0] < k or times.shape[0] < k:
+            raise ValueError("losses and times need k entries")
+        if self.f64:
+            with nogil:
+                n = _run_epochs[double](&self.net, k, lr, &losses[0], &times[0], stop_below)
+        else:
+            with nogil:
+                n = _run_epochs[float](&self.net, k, <float>lr, &losses[0], &times[0],
+                                       stop_below)
+        return n
+
     def batch_step(self, double lr):
         """Forward the current mini-batch, then one pass of the schedule on it; False if
         a parameter became non-finite."""
@@ -1607,7 +1720,7 @@ def new_rule_state(int nstate, shapes, dt):
 def rule_nstate(rule):
     """State arrays per parameter of a rule given as ``UpdateRule.kernel_params()``."""
     cdef pw_rule r
-    code, mom, nest, wd, b1, b2, eps, alpha = rule
+    code, mom, nest, wd, b1, b2, eps, alpha, _ = rule
     r.code, r.momentum, r.nesterov, r.weight_decay = code, mom, nest, wd
     r.beta1, r.beta2, r.eps, r.alpha = b1, b2, eps, alpha
     return pw_rule_nstate(&r)
@@ -1655,13 +1768,16 @@ def direct_supported():
     return bool(pw_direct_supported())
 
 
-def materialize_first_layer(W0_init, C, X, W0_out):
-    """W0_out := W0_init - C X (the dual first layer's primal weights)."""
+def materialize_first_layer(W0_init, C, X, W0_out, double a=1.0):
+    """W0_out := a W0_init - C X (the dual first layer's primal weights)."""
     cdef int n1 = C.shape[0], N = C.shape[1], D = X.shape[1]
     cdef void* pC = _ptr(C)
     cdef void* pX = _ptr(X)
     cdef void* pW = _ptr(W0_out)
-    np.copyto(W0_out, W0_init)
+    if a == 1.0:
+        np.copyto(W0_out, W0_init)
+    else:
+        np.multiply(W0_init, a, out=W0_out, casting="unsafe")
     if W0_out.dtype == np.float64:
         with nogil:
             gemm(False, False, n1, D, N, -1.0, <double*>pC, N, <double*>pX, D, 1.0,

@@ -40,6 +40,7 @@ typedef struct {
     double beta2;
     double eps;
     double alpha;
+    int decay_biases;   /* 0: the caller applies biases with weight_decay 0 */
 } pw_rule;
 
 /* Number of state arrays per parameter. */

@@ -34,7 +34,7 @@ the file. A download that fails (no server, too slow, too large, incomplete) rai
 See docs/datasets.md.
 """
 from dataclasses import dataclass
-from typing import Callable, Optional
+from typing import Callable
 
 import numpy as np
 
@@ -78,6 +78,8 @@ class DatasetInfo:
         Whether ``download=True`` can fetch it.
     files : str
         The files it needs, for messages and documentation.
+    n_features : int
+        Features per sample of what the loader returns.
     """
     name: str
     label: str
@@ -85,7 +87,7 @@ class DatasetInfo:
     loader: Callable
     downloadable: bool
     files: str
-    n_features: Optional[int] = None
+    n_features: int
 
 
 def _load_synthetic(path=None, *, dtype=np.float64):

@@ -20,8 +20,10 @@ The settings are read from the ``poswise.datasets`` namespace at call time, so
 import hashlib
 import http.client
 import os
+import socket
 import sys
 import tempfile
+import threading
 import time
 import urllib.request
 from pathlib import Path
@@ -156,7 +158,71 @@ class _Failure(Exception):
         self.kind = kind
 
 
-def _fetch(url, out, md5, cap, expected_size):
+class _Watchdog:
+    """Shuts the connections of one download down when its deadline passes, so that
+    the deadline also holds while a server trickles its status line or headers (where
+    no poswise code runs between socket reads)."""
+
+    def __init__(self, seconds):
+        self.fired = False
+        self._socks = []
+        self._lock = threading.Lock()
+        self._timer = threading.Timer(seconds, self._fire)
+        self._timer.daemon = True
+
+    def add(self, sock):
+        with self._lock:
+            self._socks.append(sock)
+            fired = self.fired
+        if fired:
+            self._shutdown(sock)
+
+    @staticmethod
+    def _shutdown(sock):
+        try:
+            sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+
+    def _fire(self):
+        with self._lock:
+            self.fired = True
+            socks = list(self._socks)
+        for sock in socks:
+            self._shutdown(sock)
+
+    def __enter__(self):
+        self._timer.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._timer.cancel()
+
+
+def _opener(watchdog):
+    """A urllib opener (proxies, redirects as usual) whose connections ``watchdog`` sees."""
+    def watched(base):
+        class Connection(base):
+            def connect(self):
+                super().connect()
+                watchdog.add(self.sock)
+        return Connection
+
+    http_conn = watched(http.client.HTTPConnection)
+    https_conn = watched(http.client.HTTPSConnection)
+
+    class Handler(urllib.request.HTTPHandler):
+        def http_open(self, req):
+            return self.do_open(http_conn, req)
+
+    class SecureHandler(urllib.request.HTTPSHandler):
+        def https_open(self, req):
+            return self.do_open(https_conn, req, context=self._context)
+
+    return urllib.request.build_opener(Handler(), SecureHandler())
+
+
+def _fetch(url, out, md5, cap):
     """Stream ``url`` into ``out``; return (bytes received, bytes announced or None).
     Raise _Failure."""
     timeout = float(setting("DOWNLOAD_TIMEOUT"))
@@ -165,8 +231,13 @@ def _fetch(url, out, md5, cap, expected_size):
     t0 = time.monotonic()
     received = 0
     declared = None
+    watchdog = _Watchdog(deadline)
+
+    def too_late():
+        return _Failure("limit", f"not finished after the {deadline:g} s deadline "
+                                 f"({format_bytes(received)} received)")
     try:
-        with urllib.request.urlopen(url, timeout=timeout) as resp:
+        with watchdog, _opener(watchdog).open(url, timeout=timeout) as resp:
             length = resp.headers.get("Content-Length")
             if length is not None and length.strip().isdigit():
                 declared = int(length)
@@ -188,29 +259,37 @@ def _fetch(url, out, md5, cap, expected_size):
                 out.write(chunk)
                 elapsed = time.monotonic() - t0
                 if elapsed > deadline:
-                    raise _Failure("limit", f"not finished after the {deadline:g} s "
-                                            f"deadline ({format_bytes(received)} received)")
+                    raise too_late()
                 if elapsed > timeout and received < min_rate * (elapsed - timeout):
                     raise _Failure("limit", f"too slow: {format_bytes(received)} in "
                                             f"{elapsed:.0f} s, below the minimum of "
                                             f"{format_bytes(min_rate)}/s")
     except _Failure:
         raise
-    except http.client.IncompleteRead as exc:
-        raise _Failure("network", f"incomplete download: the connection closed after "
-                                  f"{received + len(exc.partial)} bytes") from None
     except (OSError, http.client.HTTPException, ValueError) as exc:
         # URLError/HTTPError, socket errors and timeouts are OSErrors;
         # ValueError covers malformed URLs.
-        reason = getattr(exc, "reason", None) or exc
-        what = f"{type(exc).__name__}: {reason}"
-        if received:
-            what = f"incomplete download after {received} bytes ({what})"
-        raise _Failure("network", what) from None
+        if watchdog.fired:
+            raise too_late() from None
+        raise _network_failure(exc, received) from None
+    if watchdog.fired:        # a shut-down socket reads as a (false) end of the body
+        raise too_late()
     if declared is not None and received < declared:
         raise _Failure("network", f"incomplete download: received {received} of the "
                                   f"{declared} bytes announced")
     return received, declared
+
+
+def _network_failure(exc, received):
+    """The _Failure describing an exception of urllib, http.client or a socket."""
+    if isinstance(exc, http.client.IncompleteRead):
+        return _Failure("network", f"incomplete download: the connection closed after "
+                                   f"{received + len(exc.partial)} bytes")
+    reason = getattr(exc, "reason", None) or exc
+    what = f"{type(exc).__name__}: {reason}"
+    if received:
+        what = f"incomplete download after {received} bytes ({what})"
+    return _Failure("network", what)
 
 
 def download(fname, urls, target, title, folder_name, path, dataset):
@@ -235,7 +314,7 @@ def download(fname, urls, target, title, folder_name, path, dataset):
             md5 = hashlib.md5()
             try:
                 with os.fdopen(fd, "wb") as out:
-                    received, declared = _fetch(url, out, md5, cap, expected_size)
+                    received, declared = _fetch(url, out, md5, cap)
             except _Failure as exc:
                 failures.append(f"{url} ({exc})")
                 continue

@@ -4,6 +4,7 @@ Every array's declared size is checked against the file before it is read (``.np
 headers, zip members, HDF5 storage), so a lying file raises :class:`DatasetError`.
 """
 import os
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -29,31 +30,38 @@ _NPY_MAGIC = b"\x93NUMPY"
 
 # ------------------------------------------------------------------ readers
 
-def _read_npy(fname, f, what):
-    """Read one ``.npy`` array from the open file ``f`` after checking its header."""
-    size = os.fstat(f.fileno()).st_size if hasattr(f, "fileno") else None
+def _read_npy(fname, f, what, available):
+    """Read one ``.npy`` array from ``f`` (a file or a zip member of ``available``
+    bytes) after checking that its header's shape fits in those bytes."""
     try:
         dtype, shape, fortran, header = _filecheck.read_npy_header(f)
     except _filecheck.FileProblem as exc:
         raise DatasetError(f"{src(fname)}: {what} is {exc}.") from None
     nbytes = _filecheck.nbytes(dtype, shape)
-    if size is not None and header + nbytes > size:
+    if header + nbytes > available:
         raise DatasetError(f"{src(fname)}: {what} declares shape {shape} ({nbytes} bytes) "
-                           f"but the file holds only {size - header} bytes of data.")
+                           f"but only {max(available - header, 0)} bytes of data follow "
+                           f"its header.")
     check_alloc(nbytes, fname, f"{what} {shape}")
-    count = int(np.prod(shape, dtype=np.int64)) if shape else 1
-    data = f.read(nbytes)
-    if len(data) != nbytes:
-        raise DatasetError(f"{src(fname)}: {what} is truncated ({len(data)} of {nbytes} "
-                           f"bytes).")
-    arr = np.frombuffer(data, dtype=dtype, count=count)
-    return arr.reshape(shape, order="F" if fortran else "C")
+    return _read_data(f, fname, what, dtype, shape, fortran)
+
+
+def _read_data(f, fname, what, dtype, shape, fortran):
+    """The array's bytes, read straight into a new (writeable) array."""
+    arr = np.empty(shape, dtype=dtype, order="F" if fortran else "C")
+    view = memoryview(arr.reshape(-1, order="A")).cast("B") if arr.size else memoryview(b"")
+    done = 0
+    while done < len(view):
+        n = f.readinto(view[done:])
+        if not n:
+            raise DatasetError(f"{src(fname)}: {what} is truncated ({done} of {len(view)} "
+                               f"bytes).")
+        done += n
+    return arr
 
 
 def _read_npz(fname, keys):
     """{role: array} from an ``.npz`` (a zip of ``.npy``), plus classes and name."""
-    import zipfile
-
     with open_regular(fname) as fh:
         size = os.fstat(fh.fileno()).st_size
         try:
@@ -75,31 +83,13 @@ def _read_npz(fname, keys):
                 info = members[key]
                 try:
                     with zf.open(info) as f:
-                        arr = _read_member(fname, f, info, f"array {key!r}")
+                        arr = _read_npy(fname, f, f"array {key!r}", info.file_size)
                 except DatasetError:
                     raise
                 except (zipfile.BadZipFile, OSError, ValueError, EOFError) as exc:
                     raise DatasetError(f"{src(fname)}: cannot read {key!r}: {exc}") from None
                 out[role] = arr
     return out, sorted(members)
-
-
-def _read_member(fname, f, info, what):
-    try:
-        dtype, shape, fortran, header = _filecheck.read_npy_header(f)
-    except _filecheck.FileProblem as exc:
-        raise DatasetError(f"{src(fname)}: {what} is {exc}.") from None
-    nbytes = _filecheck.nbytes(dtype, shape)
-    if header + nbytes > info.file_size:
-        raise DatasetError(f"{src(fname)}: {what} declares shape {shape} ({nbytes} bytes) "
-                           f"but its member holds only {info.file_size - header} bytes.")
-    check_alloc(nbytes, fname, f"{what} {shape}")
-    data = f.read(nbytes)
-    if len(data) != nbytes:
-        raise DatasetError(f"{src(fname)}: {what} is truncated.")
-    arr = np.frombuffer(data, dtype=dtype, count=len(data) // dtype.itemsize if
-                        dtype.itemsize else 0)
-    return arr.reshape(shape, order="F" if fortran else "C")
 
 
 def _read_hdf5(fname, keys):
@@ -145,7 +135,7 @@ def _npy_pair_paths(path, y, X_test, y_test):
 
 def _read_npy_file(fname, what):
     with open_regular(fname) as f:
-        return _read_npy(fname, f, what)
+        return _read_npy(fname, f, what, os.fstat(f.fileno()).st_size)
 
 
 # ------------------------------------------------------------------ checks

@@ -72,10 +72,14 @@ class _Stream:
         """Decompress at most ``n`` more bytes into ``pending``; False at the end."""
         while True:
             if self.dec.eof:
-                # end of a gzip member: another member may follow (multi-member files)
-                data = self.dec.unused_data or self.f.read(_CHUNK)
-                if not data:
-                    return False
+                # end of a gzip member: another member may follow (multi-member files);
+                # zero padding after the last one is allowed, as gzip allows it
+                data = self.dec.unused_data.lstrip(b"\0")
+                while not data:
+                    data = self.f.read(_CHUNK)
+                    if not data:
+                        return False
+                    data = data.lstrip(b"\0")
                 self.dec = zlib.decompressobj(wbits=31)
             elif self.dec.unconsumed_tail:
                 data = self.dec.unconsumed_tail
