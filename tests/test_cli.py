@@ -452,3 +452,25 @@ def test_compare_sigterm_keeps_finished_runs_and_exits_143(tmp_path):
     res = json.loads((tmp_path / "poswise-out" / "results.json").read_text())
     assert res["interrupted"] is True and 2 <= len(res["runs"]) < 100
     assert "INTERRUPTED" in out
+
+
+def test_readme_commands_parse():
+    """Every ``poswise`` command of the README's command-line section uses options that
+    exist (running them is the job of the examples' own tests above)."""
+    import shlex
+    from poswise.cli import build_parser
+    readme = Path(SRC).parent / "README.md"
+    if not readme.is_file():
+        pytest.skip("README.md is not beside the package (installed package)")
+    text = readme.read_text(encoding="utf-8")
+    section = text[text.index("## The command line"):]
+    block = section[section.index("```bash") + 7:]
+    block = block[:block.index("```")].replace("\\\n", " ")
+    commands = [line.split("#")[0] for line in block.splitlines()
+                if line.startswith("poswise ")]
+    assert len(commands) >= 5
+    parser = build_parser()
+    for cmd in commands:
+        args = parser.parse_args(shlex.split(cmd)[1:])
+        assert args.command in ("compare", "train", "reproduce")
+    assert "../shared" not in text and "/work/" not in text
