@@ -400,7 +400,7 @@ def test_write_text_cleans_up_its_temporaries(tmp_path, monkeypatch):
     # A temporary left by a killed writer (a process that no longer exists).
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
                           capture_output=True, text=True).stdout.strip()
-    stale = tmp_path / f".results.json.{dead}.tmp"
+    stale = tmp_path / f".results.json.{dead}-0123456789ab.tmp"
     stale.write_text("half")
     _common.write_text(target, "one")
     assert target.read_text() == "one" and not stale.exists()

@@ -385,17 +385,12 @@ def plot_lr_sweep(results, *, figsize=None):
 
 def save_figure(fig, path, *, dpi=100, format=None):
     """Save ``fig`` to ``path`` (format from ``format`` or the suffix; one of
-    :data:`FORMATS`) through a temporary file, so that an interrupted save leaves no
-    half-written figure. Returns ``path``."""
+    :data:`FORMATS`) atomically (:func:`poswise._atomic.atomic_write`), so that an
+    interrupted save leaves no half-written figure. Returns ``path``."""
     fmt = (format or os.path.splitext(str(path))[1].lstrip(".") or "png").lower()
     if fmt not in FORMATS:
         raise ValueError(f"The figure format must be one of {', '.join(FORMATS)}. Got "
                          f"{fmt!r} instead.")
-    tmp = f"{path}.{os.getpid()}.tmp"
-    try:
-        fig.savefig(tmp, dpi=dpi, format=fmt)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    from ._atomic import atomic_write
+    atomic_write(path, lambda fh: fig.savefig(fh, dpi=dpi, format=fmt))
     return path

@@ -6,7 +6,6 @@ arguments; 130 stopped by Ctrl-C (SIGINT); 143 stopped by SIGTERM (``kill``, ``t
 job schedulers). On 130 and 143 what was finished is saved first.
 """
 import contextlib
-import glob
 import json
 import os
 import signal
@@ -169,36 +168,12 @@ def check_output_dir(folder, names, what="--out"):
     return folder
 
 
-def _temp_name(path):
-    return path.with_name(f".{path.name}.{os.getpid()}.tmp")
-
-
-def _clean_stale_temps(path):
-    """Remove temporaries of ``path`` left by killed writers (their process is gone)."""
-    for tmp in glob.glob(str(path.with_name(f".{glob.escape(path.name)}.*.tmp"))):
-        try:
-            pid = int(tmp.rsplit(".", 2)[-2])
-            os.kill(pid, 0)            # raises if no such process
-        except ProcessLookupError:
-            with contextlib.suppress(OSError):
-                os.remove(tmp)
-        except (ValueError, OSError):
-            pass
-
-
 def write_text(path, text):
-    """Write ``text`` to ``path`` through a temporary file in its folder (removed on every
-    path, and stale ones of killed writers cleaned up)."""
-    path = Path(path)
-    _clean_stale_temps(path)
-    tmp = _temp_name(path)
-    try:
-        with open(tmp, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    finally:
-        with contextlib.suppress(OSError):
-            os.remove(tmp)
+    """Write ``text`` to ``path`` atomically (:func:`poswise._atomic.atomic_write`: the
+    temporary is removed on every path, and stale ones of killed writers cleaned up)."""
+    from .._atomic import atomic_write
+    data = text.encode("utf-8")
+    atomic_write(path, lambda fh: fh.write(data))
 
 
 def write_json(path, obj, *, compact=False):

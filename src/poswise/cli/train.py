@@ -84,7 +84,7 @@ def cmd_train(args, command, signals):
             raise Fail(f"--resume: no checkpoint file {args.resume!r}.", EXIT_DATA)
         done = _finished(args.resume, st["max_epochs"], st["target_loss"])
         if done:
-            out(f"Nothing to do: {done}")
+            out(f"Nothing to do, the run is finished: {done}")
             return 0
 
     ds = load_data(args)
