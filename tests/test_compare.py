@@ -427,3 +427,15 @@ def test_optimizers_are_checked():
     res = compare(ds, optimizers=["pwo"], hidden=(3,), lr=0.1, max_epochs=3, seeds=1)
     assert [r["optimizer"] for r in res["runs"]] == ["pwo"]
     assert res["summary"]["ratios"] == {"equal_lr": [], "best_lr": []}
+
+
+def test_json_clean_makes_strict_json():
+    from poswise.registry import json_clean
+    obj = {"a": np.float32(1.5), "b": (np.nan, np.arange(3)), 7: [float("inf"), None],
+           "c": np.array([[1.0, np.nan]]), "d": np.int64(4), "e": "x"}
+    with pytest.raises(ValueError):
+        json.dumps(obj, allow_nan=False, default=lambda o: o.tolist())
+    clean = json_clean(obj)
+    assert json.loads(json.dumps(clean, allow_nan=False)) == {
+        "a": 1.5, "b": [None, [0, 1, 2]], "7": [None, None], "c": [[1.0, None]], "d": 4,
+        "e": "x"}

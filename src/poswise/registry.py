@@ -11,11 +11,11 @@ The concepts themselves have one registry each, owned by their modules:
 This module adds, keyed by those names and nowhere else: the colours, line styles and
 markers of the figures (Okabe-Ito colours, safe for the common colour-vision
 deficiencies), run labels such as "PWO + Adam", the trainer factory the command line and
-the experiments share, the losses an experiment can report accuracy for, and the one
-helper that makes results strict JSON. It imports no plotting library.
+the experiments share, and the losses an experiment can report accuracy for; it
+re-exports the one helper that makes records strict JSON (:mod:`poswise._json`). It
+imports no plotting library.
 """
-import math
-
+from ._json import json_clean
 from .losses import LOSSES
 from .trainers import SCHEDULES
 from .updates import UPDATE_LABELS, UPDATE_RULES, get_update
@@ -125,19 +125,3 @@ def make_trainer(schedule, lr, *, update="sgd", update_params=None, **kwargs):
                          f"{', '.join(SCHEDULES)}. Got {schedule!r} instead.")
     return SCHEDULES[schedule](lr, update=get_update(update, **(update_params or {})),
                                **kwargs)
-
-
-def json_clean(obj):
-    """``obj`` as strict JSON: non-finite floats -> None, numpy scalars and arrays ->
-    Python, tuples -> lists, keys -> str."""
-    if isinstance(obj, dict):
-        return {str(k): json_clean(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [json_clean(v) for v in obj]
-    if hasattr(obj, "tolist") and not isinstance(obj, (str, bytes)):
-        obj = obj.tolist()
-        if isinstance(obj, list):
-            return json_clean(obj)
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    return obj
