@@ -373,7 +373,7 @@ def plot_lr_sweep(results, *, figsize=None):
         ax.set_xlabel("learning rate")
         ax.set_ylabel(ylabel)
         ax.grid(True, which="both", alpha=0.3)
-        ax.legend(fontsize="small")
+        ax.legend(fontsize="small" if len(arms) <= 4 else "x-small")
     title = (f"{s.get('dataset_label') or s['dataset']}: network "
              f"{'-'.join(map(str, s['sizes']))}, {s['loss']}")
     if has_target:
