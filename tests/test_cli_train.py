@@ -197,3 +197,12 @@ def test_in_process_interrupt_restores_the_signal_handlers(tmp_path, capsys):
     assert (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)) == before
     hist = json.loads((tmp_path / "m.history.json").read_text())
     assert hist["stopped_reason"] == "interrupted" and hist["epochs"] == 3
+
+
+def test_train_refuses_a_fifo_as_save_before_training(tmp_path, capsys):
+    fifo = tmp_path / "m.npz"
+    os.mkfifo(fifo)
+    assert main(["train", "--epochs", "100000000", "--target-loss", "none", "--save",
+                 str(fifo)]) == 1
+    err = capsys.readouterr().err
+    assert "is not a regular file" in err and "Training" not in err

@@ -152,8 +152,9 @@ def check_output_file(path, what):
     if str(path) in ("", ".") or path.is_dir():
         raise Fail(f"{what} {str(path)!r} is a folder; give a file name.", EXIT_DATA)
     _probe_dir(path.parent if str(path.parent) else Path("."), what)
-    if path.exists() and not os.access(path, os.W_OK) and not path.is_file():
-        raise Fail(f"{what} {str(path)!r} cannot be replaced.", EXIT_DATA)
+    if path.exists() and not path.is_file():      # a FIFO, a device, ...
+        raise Fail(f"{what} {str(path)!r} is not a regular file; it cannot be replaced.",
+                   EXIT_DATA)
     return path
 
 
