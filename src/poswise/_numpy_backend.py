@@ -116,8 +116,8 @@ class NumpyEngine:
         self._backup = None
         self._win = None
 
-    def set_data(self, X, y, P=None, G=None, n_total=None):
-        self.X, self.y, self.n_total = X, y, n_total
+    def set_data(self, X, y, P=None, G=None, n_total=None, sample_weight=None):
+        self.X, self.y, self.n_total, self.sw = X, y, n_total, sample_weight
         N = X.shape[0]
         self._win = None
         self.A = [X] + [np.zeros((N, w.shape[1]), dtype=X.dtype) for w in self.W[1:]]
@@ -153,9 +153,10 @@ class NumpyEngine:
                 self.out[rows] = a @ self.W[l].T + self.b[l]
         n_total = self.n_total
         if n_total is None and self._win is not None:
-            n_total = self.X.shape[0]
+            n_total = self.X.shape[0] if self.sw is None else float(np.sum(self.sw))
         value, self.delta[rows] = loss_value_and_delta(
-            self.loss, self.out[rows], self.y[rows], s=self.s, m=self.m, n_total=n_total)
+            self.loss, self.out[rows], self.y[rows], s=self.s, m=self.m, n_total=n_total,
+            weights=None if self.sw is None else self.sw[rows])
         return float(value)
 
     def forward(self, start=0):

@@ -136,7 +136,8 @@ def _new_engine(backend, *args, **kwargs):
     return Engine(*args, **kwargs)
 
 
-def build_engines(plan, trainer, net, ws, bs, X, y, val, rule, state, dual_state=None):
+def build_engines(plan, trainer, net, ws, bs, X, y, val, rule, state, dual_state=None,
+                  sample_weight=None):
     """The training engine, the validation engine (or None), the function that writes the
     first layer back into ``net`` (or None), and the dual-mode arrays (or None).
 
@@ -162,7 +163,7 @@ def build_engines(plan, trainer, net, ws, bs, X, y, val, rule, state, dual_state
         P, G = X @ W0_init.T, X @ X.T
         eng = _new_engine(plan.backend, ws, bs, *eng_args, N, dual=(P, G, C) + extra,
                           **common)
-        eng.set_data(X, y, P, G)
+        eng.set_data(X, y, P, G, sample_weight=sample_weight)
         veng = None
         if val is not None:
             Xv, yv = val
@@ -188,7 +189,7 @@ def build_engines(plan, trainer, net, ws, bs, X, y, val, rule, state, dual_state
     eng = _new_engine(plan.backend, ws, bs, *eng_args, N, direct=direct,
                       nthreads=plan.threads, fused_block=plan.fused_block,
                       row_threads=plan.row_threads, **common)
-    eng.set_data(X, y)
+    eng.set_data(X, y, sample_weight=sample_weight)
     veng = None
     if val is not None:
         Xv, yv = val

@@ -45,7 +45,7 @@ def _log_softmax(z):
     return shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
 
 
-def loss_value_and_delta(loss, out, y, *, s=30.0, m=0.35, n_total=None):
+def loss_value_and_delta(loss, out, y, *, s=30.0, m=0.35, n_total=None, weights=None):
     """Mean loss of the output-layer values ``out`` and ``dE/d(out)``.
 
     ``out`` is ``(N, K)``: logits for bce / cross_entropy / mse, cosines for am_softmax
@@ -53,8 +53,29 @@ def loss_value_and_delta(loss, out, y, *, s=30.0, m=0.35, n_total=None):
     ``poswise._layout.check_y``. The mean is over ``n_total`` samples (default N): with
     more, the result is these rows' share of it. This is the numpy reference of the
     kernels' loss. ``bce`` with K > 1 outputs is K independent sigmoid outputs
-    (multi-label), summed over outputs and averaged over samples.
+    (multi-label), summed over outputs and averaged over samples. ``weights`` (one per
+    row) make it the weighted mean: row i counts ``weights[i]`` times and the mean is over
+    the sum of the weights (or ``n_total``).
     """
+    if weights is not None:
+        N = float(np.sum(weights)) if n_total is None else n_total
+        w = np.asarray(weights, dtype=np.float64)[:, None]
+        if loss in ("bce", "mse"):
+            z = out
+            yy = np.reshape(y, out.shape)
+            if loss == "bce":
+                e = np.exp(-np.abs(z))
+                per = np.maximum(z, 0) - z * yy + np.log1p(e)
+                d = np.where(z >= 0, 1 / (1 + e), e / (1 + e)) - yy
+            else:
+                d = z - yy
+                per = 0.5 * d * d
+            return np.sum(w * per) / N, (d * (w / N)).astype(out.dtype)
+        value, delta = loss_value_and_delta(loss, out, y, s=s, m=m, n_total=1)
+        # with n_total=1 the per-row terms are unscaled sums; reweight them
+        rows = out.shape[0]
+        per_row = _per_row_ce(loss, out, y, s, m)
+        return float(np.sum(w[:, 0] * per_row)) / N, (delta * (w / N)).astype(out.dtype)
     N = out.shape[0] if n_total is None else n_total
     if loss == "bce":
         z = out
@@ -78,3 +99,12 @@ def loss_value_and_delta(loss, out, y, *, s=30.0, m=0.35, n_total=None):
     logp = _log_softmax(logits)
     value = -np.sum(logp[np.arange(rows), y]) / N
     return value, (scale * (np.exp(logp) - onehot) / N).astype(out.dtype)
+
+
+def _per_row_ce(loss, out, y, s, m):
+    """Per-row cross-entropy (or AM-softmax) terms."""
+    rows = out.shape[0]
+    onehot = np.zeros_like(out)
+    onehot[np.arange(rows), y] = 1
+    logits = s * (out - m * onehot) if loss == "am_softmax" else out
+    return -_log_softmax(logits)[np.arange(rows), y]

@@ -1,6 +1,5 @@
 """The multilayer perceptron that poswise trains."""
 import threading
-from contextlib import contextmanager
 
 import numpy as np
 
@@ -66,6 +65,17 @@ class MLP:
     -----
     Trainers update ``weights`` and ``biases`` in place. They may hold the first layer in
     a cheaper form during a fit; reading ``weights`` always gives the current values.
+
+    Ownership: a network being trained belongs to its fit, in every first-layer mode and
+    backend. A second ``fit`` (from another thread, or from a callback) raises
+    ``RuntimeError`` ("is being trained"). ``weights`` and ``biases`` then return
+    read-only snapshots: copies of the parameters as they were between two epochs, taken
+    under the network's lock (the same snapshot until the next epoch; ``predict``,
+    ``copy`` and pickling use it too, so weights and biases always belong together). The
+    network's own arrays are read-only until the fit ends: an in-place edit
+    (``net.weights[0][...] = 0``, also through a reference taken before the fit) raises
+    ``ValueError``, replacing an entry or changing ``activation`` or ``leak`` raises
+    ``RuntimeError``. When the fit ends, however it ends, the arrays are writeable again.
     """
 
     def __init__(self, sizes, *, activation="relu", init="xavier_normal",
@@ -102,12 +112,20 @@ class MLP:
         self._dtype = weights[0].dtype.type
         self._weights = _ParamList(self, "weights", weights)
         self._biases = _ParamList(self, "biases", biases)
-        self._lock = threading.RLock()      # held while an epoch runs and while reading
-        self._trainer = None                # who trains the network now, if anyone
+        self._init_ownership()
         self.activation = activation
         self.leak = float(leak)
         self.output = output
-        self._sync = None   # set by a running fit whose state must be materialised on read
+
+    def _init_ownership(self):
+        # See "Ownership" in the class notes. The lock is held while an epoch runs, while
+        # a fit restores or materialises parameters, and while a reader takes a snapshot.
+        self._lock = threading.RLock()
+        self._trainer = None    # who trains the network now, if anyone
+        self._sync = None       # set by a running fit whose first layer lives elsewhere
+        self._snap = None       # readers' snapshot of the current epoch (during a fit)
+        self._locked = ()       # the arrays a running fit made read-only
+        self._token = None      # the running fit's token (see _acquire)
 
     @classmethod
     def from_arrays(cls, weights, biases, *, activation="relu", leak=0.01, output="auto"):
@@ -154,47 +172,120 @@ class MLP:
     # ------------------------------------------------------------------ attributes
     @property
     def weights(self):
-        """Weight matrices, ``(n_out, n_in)`` each; during a fit, the current values (a
-        consistent snapshot between two epochs)."""
-        with self._lock:
-            if self._sync is not None:
-                self._sync()
-        return self._weights
+        """Weight matrices, ``(n_out, n_in)`` each; during a fit, a read-only snapshot of
+        the current values (between two epochs)."""
+        return self._params()[0]
 
-    @contextmanager
-    def _owner(self, who):
-        """Mark the network as being trained by ``who`` for the duration of a fit."""
+    @property
+    def biases(self):
+        """Bias vectors, ``(n_out,)`` each; during a fit, a read-only snapshot."""
+        return self._params()[1]
+
+    @property
+    def activation(self):
+        """Activation of the hidden layers (fixed while a fit runs)."""
+        return self._activation
+
+    @activation.setter
+    def activation(self, value):
+        self._refuse_change("activation")
+        self._activation = value       # checked where it is used (fit, save)
+
+    @property
+    def leak(self):
+        """Negative slope of ``leaky_relu`` (fixed while a fit runs)."""
+        return self._leak
+
+    @leak.setter
+    def leak(self, value):
+        self._refuse_change("leak")
+        self._leak = value
+
+    def _refuse_change(self, what):
+        if getattr(self, "_trainer", None) is not None:
+            raise RuntimeError(f"The MLP's {what} cannot change while it is being trained "
+                               f"(by {self._trainer}).")
+
+    def _params(self):
+        """(weights, biases) that belong together: the network's lists, or during a fit
+        the snapshot of the current epoch."""
+        if self._trainer is None:
+            return self._weights, self._biases
+        with self._lock:
+            if self._trainer is None:          # the fit ended while we waited
+                return self._weights, self._biases
+            if self._snap is None:
+                if self._sync is not None:
+                    self._sync()
+                self._snap = tuple(
+                    _ParamList(self, kind, [_frozen_copy(a) for a in lst])
+                    for kind, lst in (("weights", self._weights), ("biases", self._biases)))
+            return self._snap
+
+    def _acquire(self, who, token):
+        """Mark the network as being trained by ``who`` (``token``: the fit's own
+        object, which :meth:`_release` must be given)."""
         with self._lock:
             if self._trainer is not None:
                 raise RuntimeError(f"This MLP is being trained (by {self._trainer}); a "
                                    f"network takes one fit at a time. Train a copy "
                                    f"(net.copy()) to train in parallel.")
             self._trainer = who
-        try:
-            yield
-        finally:
+            self._token = token
+            self._snap = None
+
+    def _release(self, token):
+        """End the ownership of the fit holding ``token`` (idempotent; a no-op for any
+        other token): the arrays are writeable again."""
+        with self._lock:
+            if self._token is not token:
+                return
+            for a in self._locked:
+                a.flags.writeable = True
+            self._locked = ()
+            self._sync = None
+            self._snap = None
             self._trainer = None
+            self._token = None
+
+    def _train_views(self):
+        """For the running fit (after :meth:`_acquire`): the parameters checked and
+        repaired (:meth:`_checked_params`), as writeable views for the engines; the
+        network's arrays themselves are read-only until the fit ends. (A view keeps the
+        writeable flag it was made with; the Cython kernels write through pointers, the
+        numpy twin through these views.)"""
+        ws, bs = self._checked_params()
+        views = ([a.view() for a in ws], [a.view() for a in bs])
+        with self._lock:
+            self._locked = tuple(ws) + tuple(bs)
+            for a in self._locked:
+                a.flags.writeable = False
+            self._snap = None
+        return views
+
+    def _changed(self):
+        """A running fit changed the parameters: the readers' snapshot is stale."""
+        with self._lock:
+            self._snap = None
 
     def __getstate__(self):
+        ws, bs = self._params()
         state = self.__dict__.copy()
-        for k in ("_lock", "_sync", "_trainer"):
+        for k in ("_lock", "_sync", "_trainer", "_snap", "_locked", "_token"):
             state.pop(k, None)
-        state["_weights"] = list(self._weights)
-        state["_biases"] = list(self._biases)
+        state["_weights"] = [np.array(a) for a in ws]
+        state["_biases"] = [np.array(a) for a in bs]
         return state
 
     def __setstate__(self, state):
         weights, biases = state.pop("_weights"), state.pop("_biases")
+        for old, new in (("activation", "_activation"), ("leak", "_leak")):
+            if old in state:                   # pickled before these were properties
+                state[new] = state.pop(old)
         self.__dict__.update(state)
         self._weights = _ParamList(self, "weights", weights)
         self._biases = _ParamList(self, "biases", biases)
-        self._lock = threading.RLock()
-        self._trainer = None
-        self._sync = None
-
-    @property
-    def biases(self):
-        return self._biases
+        self._init_ownership()
 
     @property
     def sizes(self):
@@ -306,8 +397,10 @@ class MLP:
         MLP._writer(self, path, metadata=metadata)
 
     def copy(self):
-        """An independent copy of the network (weights, biases and settings)."""
-        net = MLP.from_arrays(self.weights, self.biases, activation=self.activation,
+        """An independent copy of the network (weights, biases and settings); during a
+        fit, of the snapshot between two epochs."""
+        ws, bs = self._params()
+        net = MLP.from_arrays(ws, bs, activation=self.activation,
                               leak=self.leak, output=self.output)
         net.init = self.init
         return net
@@ -316,7 +409,7 @@ class MLP:
         """The parameter lists in the layout, repaired in place if a user replaced an
         array (dtype, order or shape are checked against the first layer's dtype)."""
         dt = self.dtype
-        ws, bs = self.weights, self._biases
+        ws, bs = self._weights, self._biases
         for lst, kind in ((ws, "weights"), (bs, "biases")):
             for l, a in enumerate(lst):
                 if not isinstance(a, np.ndarray) or a.dtype != dt or not a.flags.c_contiguous \
@@ -337,7 +430,8 @@ class MLP:
         """Values of the last layer for ``X``: logits, or cosines for a cosine head."""
         from ._numpy_backend import forward_output
         X = _layout.check_X(X, self.dtype, self.sizes[0])
-        return forward_output(self.weights, self._biases, X, self.activation, self.leak,
+        ws, bs = self._params()
+        return forward_output(ws, bs, X, self.activation, self.leak,
                               cosine=self._head() == "cosine")
 
     def predict_proba(self, X, *, s=30.0):
@@ -372,6 +466,12 @@ class MLP:
         if head == "sigmoid":          # K independent labels (multi-label)
             return (z > 0).astype(np.int64)
         return np.argmax(z, axis=1).astype(np.int64)
+
+
+def _frozen_copy(a):
+    a = np.array(a)
+    a.flags.writeable = False
+    return a
 
 
 class _ParamList(list):

@@ -4,12 +4,35 @@
 (``trainer.session(net)``) keeps what outlives one call: the update rule's state (momentum
 buffers, Adam moments, step counts) and, while the data and the plan stay the same, the
 engine itself (and the Gram matrix of a dual first layer), so that ``partial_fit`` and
-``warm_start`` cost no set-up. The epoch loop lives here and nowhere else.
+``warm_start`` cost no set-up. The epoch loop (:class:`_Loop`) lives here and nowhere else.
 
-Ownership: a network has at most one running fit. While it runs, ``net.weights`` returns
-the current values (materialised from the engine's form, under the network's lock).
+A fit has two phases. *Preparation* (validation, the checkpoint to resume, the output
+path, the plan, the engines) changes nothing: an error or a Ctrl-C there leaves the
+network, the session and every file as they were. *Training* starts with the initial
+forward pass; from then on ``fit`` returns a :class:`History` (Ctrl-C included) or raises
+an error with the network at the last completed epoch.
+
+Invariants of the epoch loop, true between any two statements of the training phase (an
+interrupt handler relies on them; a new fast path must keep them):
+
+1. History: ``loss`` and ``seconds`` (and ``val_loss``, ``val_accuracy`` with validation
+   data) hold one entry per completed epoch, 0 to ``hist.epochs``. Only ``_record``
+   appends, values first computed, then appended; an interrupt between two appends is
+   repaired by ``_trim`` (all lists cut to their common length).
+2. Network: outside an epoch (``in_epoch`` False) the parameters -- with the engine's form
+   of the first layer (``sync`` materialises it into ``W[0]``) and the update rule's state
+   -- are those after the last recorded epoch. Inside an epoch they may be partly updated;
+   the engine's backup then holds the epoch's start: mini-batch epochs take the snapshot
+   before ``in_epoch`` is set; a full-batch ``engine.epoch`` takes it itself before its
+   first change, and a change always advances the rule's step counts (``t_mark``), so a
+   rollback happens exactly when something changed.
+3. Shuffling: ``rng_state`` is the generator's state at the start of the current epoch.
+4. Readers: parameters change only under the network's lock, followed by
+   ``net._changed()`` (readers' snapshots are taken under the same lock).
+5. Every file written is a complete checkpoint of a recorded epoch (atomic writes).
 """
 import math
+import sys
 import time
 import warnings
 
@@ -74,11 +97,13 @@ class TrainingSession:
             self.state = new_rule_state(rule, ws)
         return self.state
 
-    def _engines(self, plan, net, ws, bs, X, y, val, rule, resume):
+    def _engines(self, plan, net, ws, bs, X, y, val, rule, resume, sw=None):
         """Engines for this call: the cached ones when data, plan and arrays are the same
         (their copies of the first layer re-read from the network), else new ones."""
+        # ws, bs are this fit's views of the network's arrays: key on the arrays
         key = (plan, id(X), X.shape, id(y), None if val is None else (id(val[0]), id(val[1])),
-               tuple(id(a) for a in ws + bs), id(self.state))
+               tuple(id(a if a.base is None else a.base) for a in ws + bs), id(self.state),
+               id(sw))
         c = self._cache
         if resume is None and c is not None and c["key"] == key and \
                 np.array_equal(c["w0"], ws[0]):
@@ -86,215 +111,436 @@ class TrainingSession:
         dual_state = resume["arrays"] if resume is not None and \
             "W0_init" in resume["arrays"] else None
         engines = build_engines(plan, self.trainer, net, ws, bs, X, y, val, rule,
-                                self.state, dual_state)
+                                self.state, dual_state, sample_weight=sw)
         # the engine's copy of the first layer (direct, dual) is valid for a later call
         # only if W[0] still holds what the run left there (w0, set at its end)
-        self._cache = {"key": key, "engines": engines, "refs": (X, y, val), "w0": None}
+        self._cache = {"key": key, "engines": engines, "refs": (X, y, val, sw), "w0": None}
         return engines
 
     # ------------------------------------------------------------------ fit
     def fit(self, X, y, *, epochs, target_loss=None, validation_data=None, monitor="loss",
             callbacks=(), progress=False, checkpoint=None, checkpoint_every=None,
-            resume=None):
+            resume=None, sample_weight=None):
         """Train for up to ``epochs`` more epochs; see :meth:`GradientDescent.fit`.
 
         The update rule's state carries over from the previous call of this session.
         """
+        from . import _checkpoint
         t_start = time.perf_counter()
         tr, net = self.trainer, self.net
         tr._validate_params()
         name = type(tr).__name__
-        epochs = _layout.check_scalar(epochs, "epochs", f"{name}.fit", kind="int", low=0,
+        where = f"{name}.fit"
+        epochs = _layout.check_scalar(epochs, "epochs", where, kind="int", low=0,
                                       low_inclusive=True)
-        target_loss = _layout.check_scalar(target_loss, "target_loss", f"{name}.fit",
+        target_loss = _layout.check_scalar(target_loss, "target_loss", where,
                                            allow_none=True)
-        _layout.check_choice(monitor, "monitor", f"{name}.fit", ("loss", "val_loss"))
+        _layout.check_choice(monitor, "monitor", where, ("loss", "val_loss"))
         if monitor == "val_loss" and validation_data is None:
             raise ValueError("monitor='val_loss' needs validation_data.")
         callbacks = _check_callbacks(callbacks)
         checkpoint_every = _layout.check_scalar(
-            checkpoint_every, "checkpoint_every", f"{name}.fit", kind="int", low=1,
+            checkpoint_every, "checkpoint_every", where, kind="int", low=1,
             low_inclusive=True, allow_none=True)
-        with net._owner(name):
-            ws, bs = net._checked_params()
-            sizes, dt = net.sizes, net.dtype
-            X = _layout.check_X(X, dt, sizes[0])
-            y = _layout.check_y(y, tr.loss, X.shape[0], sizes[-1], dt)
-            val = None
-            if validation_data is not None:
-                try:
-                    Xv, yv = validation_data
-                except (TypeError, ValueError):
-                    raise ValueError("validation_data must be a pair (X_val, y_val).") from None
-                Xv = _layout.check_X(Xv, dt, sizes[0], name="X_val")
-                yv = _layout.check_y(yv, tr.loss, Xv.shape[0], sizes[-1], dt, name="y_val")
-                val = (Xv, yv)
-            rule = tr._rule()
-            resumed = None
-            if resume is not None:
-                from ._checkpoint import read_checkpoint
-                resumed = read_checkpoint(resume, tr, net, X, rule)
-            plan = make_plan(tr, sizes, X.shape[0], X.shape[1], epochs, rule,
-                             itemsize=X.itemsize,
-                             mode=resumed["history"].first_layer if resumed else None)
-            if resumed is not None:
-                self.state = resumed["state"]
-            self._rule_state(rule, ws)
-            threads_ctx = None
-            if tr.threads is not None:
-                from threadpoolctl import threadpool_limits
-                threads_ctx = threadpool_limits(limits=tr.threads)
-            try:
-                return self._run(plan, rule, ws, bs, X, y, val, epochs, target_loss, monitor,
-                                 callbacks, progress, t_start, resumed,
-                                 (checkpoint, checkpoint_every) if checkpoint else None)
-            finally:
-                if threads_ctx is not None:
-                    threads_ctx.restore_original_limits()
-
-    def _run(self, plan, rule, ws, bs, X, y, val, epochs, target_loss, monitor, callbacks,
-             progress, t_start, resumed, ckpt):
-        tr, net = self.trainer, self.net
-        N = X.shape[0]
-        hist = History(optimizer=tr.schedule, lr=float(tr.lr), first_layer=plan.first_layer,
-                       update=rule.name, update_params=rule.hyper(), threads=plan.threads)
-        eng, veng, sync, dual_arrays = self._engines(plan, net, ws, bs, X, y, val, rule,
-                                                     resumed)
-        gen = batches = None
-        if plan.minibatch:
-            gen = np.random.default_rng(tr.rng)
-            if resumed is not None and resumed["rng"] is not None:
-                gen.bit_generator.state = resumed["rng"]
-            batches = _Batches(X, y, tr.batch_size, tr.shuffle)
-        lr = float(tr.lr)
-        clock = _Clock(t_start, hist)
-        bar = _progress(progress, epochs, type(tr).__name__)
-
-        def record(loss):
-            hist.loss.append(loss)
-            hist.seconds.append(clock.now())
-            if veng is not None:
-                with clock.excluded():
-                    hist.val_loss.append(veng.forward())
-                    hist.val_accuracy.append(veng.accuracy())
-            hist.epochs = len(hist.loss) - 1
-            mon = hist.loss[-1] if monitor == "loss" else hist.val_loss[-1]
-            if target_loss is not None and hist.epochs_to_target is None and mon < target_loss:
-                hist.epochs_to_target = hist.epochs
-
-        def save_checkpoint():
-            from ._checkpoint import write_checkpoint
-            if sync is not None:
-                sync()
-            hist.val_seconds = clock.val_total()
-            try:
-                write_checkpoint(ckpt[0], tr, net, hist, gen, dual_arrays, N, self.state)
-            except OSError as exc:
-                warnings.warn(f"The checkpoint {ckpt[0]} could not be written ({exc}); "
-                              f"training goes on.", RuntimeWarning, stacklevel=5)
-
-        blas_limit = None
-        if plan.blas_single:
-            # Dual epochs are products of N x N x n1 (cat: 209 x 209 x 20): a second BLAS
-            # thread only adds synchronisation. In direct mode BLAS only computes the small
-            # layers, and its idle threads spin against the direct kernels' threads
-            # (measured: a 60000 x 784 GD epoch took 100 ms with two BLAS threads, 70 ms
-            # with one). The set-up products above keep all threads.
-            from threadpoolctl import threadpool_limits
-            blas_limit = threadpool_limits(limits=1, user_api="blas")
-        in_epoch = False
-        rng_state = None
-        stop = None
-        e = 0
-        net._sync = sync
+        if checkpoint is not None:
+            checkpoint = _checkpoint.check_output_path(checkpoint, "checkpoint", where)
+        token, loop = object(), None
         try:
-            loss = eng.forward()
-            if resumed is None:
-                if not math.isfinite(loss):
-                    raise FloatingPointError(
-                        f"The initial loss is {loss}: the network's output overflows on X. "
-                        f"Scale the inputs (e.g. to [0, 1]) or re-initialise the network.")
-                hist.setup_seconds = clock.now()
-                record(loss)
-            else:
-                clock.resume(resumed["history"], hist)
-            net.output = LOSSES[tr.loss].output   # the head is part of the trained network
-            e = hist.epochs
-            stop = _stop_reason(hist, callbacks, e, epochs)
-            while stop is None:
-                e += 1
-                in_epoch = True
-                with net._lock:      # readers of net.weights see whole epochs
-                    if plan.minibatch:
-                        eng.snapshot()
-                        rng_state = gen.bit_generator.state
-                        ok = batches.run(eng, gen, lr)
-                        eng.set_data(X, y)
-                        loss = eng.forward() if ok else float("nan")
-                    else:
-                        loss = eng.epoch(lr)
-                if not math.isfinite(loss):
-                    eng.rollback()
-                    if gen is not None:
-                        gen.bit_generator.state = rng_state
-                    if plan.minibatch:
-                        eng.forward()
-                    in_epoch = False
-                    stop = "diverged"
-                    break
-                record(loss)
-                in_epoch = False
-                if bar is not None:
-                    bar.update(e, loss)
-                stop = _stop_reason(hist, callbacks, e, epochs)
-                if ckpt is not None and stop is None and ckpt[1] and e % ckpt[1] == 0:
-                    save_checkpoint()
+            try:
+                net._acquire(name, token)
+                loop = self._prepare(X, y, validation_data, resume, _Options(
+                    epochs, target_loss, monitor, callbacks, progress, checkpoint,
+                    checkpoint_every), t_start, sample_weight)
+                return loop.run()
+            finally:
+                net._release(token)
         except KeyboardInterrupt:
-            # Keep the network and the history at the same, last completed epoch: an
-            # interrupt inside an epoch (or while it was being recorded) undoes that epoch.
-            if in_epoch:
-                eng.rollback()
-                if gen is not None and rng_state is not None:
-                    gen.bit_generator.state = rng_state
-            _trim(hist, veng is not None, e if in_epoch else None)
-            stop = "interrupted"
+            # wherever it landed (even between two clean-up statements): release the
+            # network; before training nothing was changed, once it began the History
+            # is returned, completed by finish()
+            net._release(token)
+            if loop is None or not loop.started:
+                raise
+            loop.stop = "interrupted"
+            return loop.finish()
+
+    def _prepare(self, X, y, validation_data, resume, o, t_start, sample_weight=None):
+        """Everything checked and read before training; changes nothing."""
+        from . import _checkpoint
+        tr, net = self.trainer, self.net
+        where = f"{type(tr).__name__}.fit"
+        ws, bs = net._train_views()
+        sizes, dt = net.sizes, net.dtype
+        X = _layout.check_X(X, dt, sizes[0])
+        y = _layout.check_y(y, tr.loss, X.shape[0], sizes[-1], dt)
+        sw = _check_sample_weight(sample_weight, X.shape[0], where)
+        val = None
+        if validation_data is not None:
+            try:
+                Xv, yv = validation_data
+            except (TypeError, ValueError):
+                raise ValueError("validation_data must be a pair (X_val, y_val).") from None
+            Xv = _layout.check_X(Xv, dt, sizes[0], name="X_val")
+            yv = _layout.check_y(yv, tr.loss, Xv.shape[0], sizes[-1], dt, name="y_val")
+            val = (Xv, yv)
+        rule = tr._rule()
+        if o.checkpoint is not None or resume is not None:
+            o.data = _checkpoint.data_info(X, y, val, sw)
+        resumed = None
+        if resume is not None:
+            resumed = _checkpoint.read_checkpoint(resume, tr, net, rule, o.data)
+        plan = make_plan(tr, sizes, X.shape[0], X.shape[1], o.epochs, rule,
+                         itemsize=X.itemsize,
+                         mode=resumed["history"].first_layer if resumed else None)
+        gen = np.random.default_rng(tr.rng) if plan.minibatch else None
+        if resumed is not None:
+            _checkpoint.check_resumable(resume, resumed, tr, plan, gen, o.monitor)
+        if o.checkpoint is not None:
+            _checkpoint.check_rng_storable(gen, where)
+        o.sample_weight = sw
+        return _Loop(self, plan, rule, ws, bs, X, y, val, gen, o, resumed, t_start)
+
+
+class _Options:
+    """What the caller asked of one fit (validated)."""
+
+    def __init__(self, epochs, target_loss, monitor, callbacks, progress, checkpoint,
+                 checkpoint_every):
+        self.epochs, self.target_loss, self.monitor = epochs, target_loss, monitor
+        self.callbacks, self.progress = callbacks, progress
+        self.checkpoint, self.checkpoint_every = checkpoint, checkpoint_every
+        self.data = None        # the data's fingerprints, when checkpointing or resuming
+        self.sample_weight = None
+
+
+class _Loop:
+    """One fit's training phase: engines, history, clock and the epoch loop (see the
+    invariants in the module docstring)."""
+
+    def __init__(self, session, plan, rule, ws, bs, X, y, val, gen, opts, resumed, t_start):
+        tr = session.trainer
+        self.sess, self.tr, self.net = session, tr, session.net
+        self.plan, self.rule, self.ws, self.bs = plan, rule, ws, bs
+        self.X, self.y, self.val, self.gen, self.o = X, y, val, gen, opts
+        self.resumed = resumed
+        self.lr = float(tr.lr)
+        self.hist = History(optimizer=tr.schedule, lr=self.lr, first_layer=plan.first_layer,
+                            update=rule.name, update_params=rule.hyper(),
+                            threads=plan.threads)
+        self.clock = _Clock(t_start)
+        self.state = None
+        self.eng = self.veng = self.sync = self.dual_arrays = self.batches = self.bar = None
+        self.started = False       # the training phase began: fit returns a History
+        self.in_epoch = False
+        self.current = None        # the epoch being run
+        self.t_mark = None         # sum of the step counts before a full-batch epoch
+        self.rng_state = None
+        self.stop = None
+        self.synced = False
+        self.saved = False
+        self.loaded = False
+
+    # ------------------------------------------------------------------ phases
+    def run(self):
+        limits = []
+        try:
+            try:
+                if self.tr.threads is not None:
+                    from threadpoolctl import threadpool_limits
+                    limits.append(threadpool_limits(limits=self.tr.threads))
+                if self.resumed is not None:
+                    # the training phase starts here: from now on the network holds the
+                    # checkpoint's state (or, interrupted, gets it in finish)
+                    self.started = True
+                    self._load_resumed()
+                self._setup()
+                if self.plan.blas_single:
+                    # Dual epochs are products of N x N x n1 (cat: 209 x 209 x 20): a
+                    # second BLAS thread only adds synchronisation. In direct mode BLAS
+                    # only computes the small layers, and its idle threads spin against
+                    # the direct kernels' threads (measured: a 60000 x 784 GD epoch took
+                    # 100 ms with two BLAS threads, 70 ms with one). The set-up products
+                    # keep all threads.
+                    from threadpoolctl import threadpool_limits
+                    limits.append(threadpool_limits(limits=1, user_api="blas"))
+                self._train()
+            finally:
+                for lim in reversed(limits):
+                    lim.restore_original_limits()
+        except KeyboardInterrupt:
+            if not self.started:
+                raise                  # preparation: nothing was changed
+            self.stop = "interrupted"
+        return self.finish()           # (interrupted, the caller runs it again)
+
+    def _load_resumed(self):
+        """The checkpoint's parameters, rule state, dual arrays and shuffling state
+        (idempotent)."""
+        res = self.resumed
+        self.state = self.sess.state = res["state"]
+        self.dual_arrays = res["arrays"] or None
+        if self.gen is not None and res["rng"] is not None:
+            self.gen.bit_generator.state = res["rng"]
+        self._load(res["params"])
+        self.loaded = True
+
+    def _setup(self):
+        """The engines (the session's cached ones when they still fit)."""
+        sess = self.sess
+        old_state = sess.state
+        try:
+            sess._rule_state(self.rule, self.ws)
+            self.eng, self.veng, self.sync, self.dual_arrays = sess._engines(
+                self.plan, self.net, self.ws, self.bs, self.X, self.y, self.val, self.rule,
+                self.resumed, self.o.sample_weight)
+            self.state = sess.state
+        except BaseException:
+            if self.resumed is None:
+                sess.state = old_state
+            raise
+
+    def _load(self, arrays):
+        with self.net._lock:
+            for dst, src in zip(self.ws + self.bs, arrays):
+                np.copyto(dst, src)
+            self.net._changed()
+
+    def _train(self):
+        try:
+            try:
+                self.started = True
+                with self.net._lock:
+                    self.net._sync = self.sync
+                if self.plan.minibatch:
+                    self.batches = _Batches(self.X, self.y, self.tr.batch_size,
+                                            self.tr.shuffle, self.o.sample_weight)
+                self.bar = _progress(self.o.progress, self.o.epochs, type(self.tr).__name__)
+                self._start()
+                self._loop()
+            except KeyboardInterrupt:
+                self._undo()
+                self.stop = "interrupted"
         finally:
-            net._sync = None
-            if sync is not None:
-                sync()
-            self._cache["w0"] = ws[0].copy()
-            if blas_limit is not None:
-                blas_limit.restore_original_limits()
+            self._end()
+
+    def _start(self):
+        """Epoch 0: the initial forward pass and its record, or the resumed history."""
+        if self.plan.minibatch:         # a cached engine may point at a batch
+            self.eng.set_data(self.X, self.y, sample_weight=self.o.sample_weight)
+        loss = self.eng.forward()
+        if self.resumed is None:
+            if not math.isfinite(loss):
+                raise FloatingPointError(
+                    f"The initial loss is {loss}: the network's output overflows on X. "
+                    f"Scale the inputs (e.g. to [0, 1]) or re-initialise the network.")
+            self.hist.setup_seconds = self.clock.now()
+            self._record(loss)
+        else:
+            self._resume_history()
+        self.net.output = LOSSES[self.tr.loss].output   # the head is part of the network
+
+    def _resume_history(self):
+        hist = self.hist
+        self.clock.resume(self.resumed["history"], hist)
+        # the target of this call decides (a new target after an old one was reached)
+        hist.epochs_to_target = _first_below(hist, self.o.target_loss, self.o.monitor)
+
+    def _loop(self):
+        hist, o = self.hist, self.o
+        self.stop = _stop_reason(hist, o.callbacks, hist.epochs, o.epochs)
+        while self.stop is None:
+            e = self.current = hist.epochs + 1
+            loss = self._epoch()
+            if not math.isfinite(loss):
+                self.in_epoch = False
+                self.stop = "diverged"
+                break
+            self._record(loss)
+            self.in_epoch = False
+            if self.bar is not None:
+                self.bar.update(e, loss)
+            self.stop = _stop_reason(hist, o.callbacks, e, o.epochs)
+            if self.stop is None and o.checkpoint is not None and o.checkpoint_every and \
+                    e % o.checkpoint_every == 0:
+                self._save()
+
+    def _epoch(self):
+        """One epoch under the network's lock (readers see whole epochs); NaN, with the
+        epoch undone, if the loss or a parameter became non-finite."""
+        eng, net, gen = self.eng, self.net, self.gen
+        with net._lock:
+            if self.plan.minibatch:
+                self.rng_state = gen.bit_generator.state
+                eng.snapshot()
+                self.t_mark = None
+                self.in_epoch = True
+                ok = self.batches.run(eng, gen, self.lr)
+                eng.set_data(self.X, self.y, sample_weight=self.o.sample_weight)
+                loss = eng.forward() if ok else float("nan")
+            else:
+                self.t_mark = int(self.state["t"].sum())
+                self.in_epoch = True
+                loss = eng.epoch(self.lr)
+            if not math.isfinite(loss):
+                self._rollback()
+                if self.plan.minibatch:
+                    eng.forward()
+            net._changed()
+        return loss
+
+    def _rollback(self):
+        """Undo the current epoch (idempotent): parameters, rule state, shuffling."""
+        if self.t_mark is None or int(self.state["t"].sum()) != self.t_mark:
+            self.eng.rollback()
+        if self.gen is not None and self.rng_state is not None:
+            self.gen.bit_generator.state = self.rng_state
+
+    def _record(self, loss):
+        hist, clock = self.hist, self.clock
+        seconds = clock.now()
+        if self.veng is not None:
+            with clock.excluded():
+                vloss = self.veng.forward()
+                vacc = self.veng.accuracy()
+        hist.loss.append(loss)
+        hist.seconds.append(seconds)
+        if self.veng is not None:
+            hist.val_loss.append(vloss)
+            hist.val_accuracy.append(vacc)
+        hist.epochs = len(hist.loss) - 1
+        mon = hist.loss[-1] if self.o.monitor == "loss" else hist.val_loss[-1]
+        t = self.o.target_loss
+        if t is not None and hist.epochs_to_target is None and mon < t:
+            hist.epochs_to_target = hist.epochs
+
+    def _undo(self):
+        """After an interrupt: back to the last recorded epoch (invariants 1-3)."""
+        hist, net = self.hist, self.net
+        cut = None
+        if self.in_epoch:
+            with net._lock:
+                self._rollback()
+                net._changed()
+            self.in_epoch = False
+            cut = self.current         # the epoch being run or recorded does not count
+        _trim(hist, self.veng is not None, cut)
+        if not hist.loss:              # interrupted before epoch 0 was recorded
+            self._start()
+
+    def _end(self):
+        """Whatever happened: the first layer materialised into the network, the
+        progress display closed."""
+        try:
+            with self.net._lock:
+                if self.sync is not None:
+                    self.sync()
+                self.net._sync = None
+                self.net._changed()
+            self.synced = True
+            self.sess._cache["w0"] = self.ws[0].copy()
+        finally:
+            bar = self.bar
             if bar is not None:
-                if hist.loss:
-                    bar.update(hist.epochs, hist.loss[-1], force=True)
-                bar.close()
-        hist.stopped_reason = stop
-        hist.val_seconds = clock.val_total()
+                self.bar = None
+                try:
+                    if self.hist.loss:
+                        bar.update(self.hist.epochs, self.hist.loss[-1], force=True)
+                finally:
+                    bar.close()
+
+    def finish(self):
+        """The end of every fit that trained: the network complete (the checkpoint's
+        state, the first layer materialised), the History's last fields, the final
+        checkpoint, the divergence warning. Idempotent."""
+        hist, net, tr = self.hist, self.net, self.tr
+        if self.resumed is not None:   # interrupted before the loop: the checkpoint's state
+            if not self.loaded:
+                self._load_resumed()
+            if not hist.loss:
+                self._resume_history()
+        if not self.synced and self.sync is not None:
+            with net._lock:
+                self.sync()
+                net._sync = None
+                net._changed()
+            self.synced = True
+        hist.stopped_reason = self.stop
+        hist.val_seconds = self.clock.val_total()
         net.output = LOSSES[tr.loss].output
-        if ckpt is not None:
-            save_checkpoint()
-        if stop == "diverged":
+        if not self.saved:
+            self.saved = True
+            self._save(final=True)
+        if self.stop == "diverged":
             msg = (f"{type(tr).__name__} diverged at epoch {hist.epochs + 1} (the loss or a "
                    f"parameter became non-finite) with lr={tr.lr!r}; the network was "
                    f"restored to epoch {hist.epochs}. Try a smaller learning rate.")
             if tr.on_divergence == "raise":
                 raise FloatingPointError(msg)
-            warnings.warn(msg, DivergenceWarning, stacklevel=4)
+            warnings.warn(msg, DivergenceWarning, stacklevel=_caller_level())
         return hist
+
+    def _save(self, final=False):
+        """Write the checkpoint. A failure warns (training goes on, the History is
+        returned); an interrupt during a periodic write is the loop's, during the final
+        write it leaves the previous checkpoint in place."""
+        path = self.o.checkpoint
+        if path is None:
+            return
+        from ._checkpoint import write_checkpoint
+        try:
+            with self.net._lock:
+                if self.sync is not None:
+                    self.sync()
+            self.hist.val_seconds = self.clock.val_total()
+            write_checkpoint(path, self.tr, self.net, self.hist, self.gen,
+                             self.dual_arrays, self.state, self.o.data)
+        except KeyboardInterrupt:
+            if not final:
+                raise
+            self.stop = self.hist.stopped_reason = "interrupted"
+            warnings.warn(f"The checkpoint {path} was not updated (interrupted); it holds "
+                          f"the previous one, if any.", RuntimeWarning,
+                          stacklevel=_caller_level())
+        except Exception as exc:       # noqa: BLE001 -- never lose the History to a file
+            warnings.warn(f"The checkpoint {path} could not be written "
+                          f"({type(exc).__name__}: {exc})"
+                          f"{'' if final else '; training goes on'}.", RuntimeWarning,
+                          stacklevel=_caller_level())
+
+
+def _first_below(hist, target, monitor):
+    """The first recorded epoch whose monitored loss is below ``target`` (or None)."""
+    if target is None:
+        return None
+    values = hist.loss if monitor == "loss" else hist.val_loss
+    for e, v in enumerate(values):
+        if v < target:
+            return e
+    return None
+
+
+def _caller_level():
+    """The ``stacklevel`` of the first frame outside poswise (warnings point at the
+    caller's line, whichever entry point it used)."""
+    f, level = sys._getframe(1), 1
+    while f is not None and f.f_globals.get("__name__", "").startswith("poswise."):
+        f, level = f.f_back, level + 1
+    return level
 
 
 class _Batches:
-    """Shuffled mini-batches of (X, y) in preallocated buffers."""
+    """Mini-batches of (X, y) (and sample weights) in preallocated buffers: shuffled, or
+    in data order with ``shuffle=False``."""
 
-    def __init__(self, X, y, size, shuffle=True):
-        self.X, self.y, self.B, self.shuffle = X, y, size, shuffle
+    def __init__(self, X, y, size, shuffle=True, sw=None):
+        self.X, self.y, self.B, self.shuffle, self.sw = X, y, size, shuffle, sw
         self.Xb = np.empty((size,) + X.shape[1:], dtype=X.dtype)
         self.yb = np.empty((size,) + y.shape[1:], dtype=y.dtype)
+        self.wb = None if sw is None else np.empty(size, dtype=np.float64)
 
     def run(self, eng, gen, lr):
-        """One pass over shuffled batches, one schedule step each; False on a
-        non-finite parameter."""
+        """One pass over the batches, one schedule step each; False on a non-finite
+        parameter. A batch whose weights are all 0 takes no step."""
         N = self.X.shape[0]
         perm = gen.permutation(N) if self.shuffle else np.arange(N)
         for start in range(0, N, self.B):
@@ -302,7 +548,12 @@ class _Batches:
             nb = idx.shape[0]
             np.take(self.X, idx, axis=0, out=self.Xb[:nb])
             np.take(self.y, idx, axis=0, out=self.yb[:nb])
-            eng.set_data(self.Xb[:nb], self.yb[:nb])
+            wb = None
+            if self.sw is not None:
+                wb = np.take(self.sw, idx, out=self.wb[:nb])
+                if not wb.sum() > 0:
+                    continue
+            eng.set_data(self.Xb[:nb], self.yb[:nb], sample_weight=wb)
             if not eng.batch_step(lr):
                 return False
         return True
@@ -311,7 +562,7 @@ class _Batches:
 class _Clock:
     """Wall time of the call (plus a resumed run's), validation excluded."""
 
-    def __init__(self, t_start, hist):
+    def __init__(self, t_start):
         self.t_start, self.offset, self.val_time, self.val_offset = t_start, 0.0, 0.0, 0.0
 
     def now(self):
@@ -334,7 +585,8 @@ class _Clock:
     def resume(self, prev, hist):
         for k in ("loss", "val_loss", "val_accuracy", "seconds", "epochs",
                   "epochs_to_target", "val_seconds", "setup_seconds"):
-            setattr(hist, k, getattr(prev, k))
+            v = getattr(prev, k)
+            setattr(hist, k, list(v) if isinstance(v, list) else v)   # prev stays intact
         self.offset = hist.seconds[-1]
         self.val_offset = hist.val_seconds
         self.t_start = time.perf_counter()
@@ -353,6 +605,23 @@ def _trim(hist, has_val, in_epoch):
     hist.epochs = max(n - 1, 0)
     if hist.epochs_to_target is not None and hist.epochs_to_target >= n:
         hist.epochs_to_target = None
+
+
+def _check_sample_weight(sample_weight, n, where):
+    """None, or the weights as contiguous float64 (one per sample, finite, >= 0, a
+    positive sum)."""
+    if sample_weight is None:
+        return None
+    w = _layout._as_numeric(sample_weight, "sample_weight")
+    if w.ndim != 1 or w.shape[0] != n:
+        raise ValueError(f"sample_weight must have one entry per sample ({n}); got shape "
+                         f"{w.shape} (in {where}).")
+    w = np.ascontiguousarray(w, dtype=np.float64)
+    if not (np.isfinite(w).all() and (w >= 0).all()):
+        raise ValueError("sample_weight must be finite and >= 0.")
+    if not w.sum() > 0:
+        raise ValueError("sample_weight must have a positive sum.")
+    return w
 
 
 def _check_callbacks(callbacks):

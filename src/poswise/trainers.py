@@ -89,7 +89,7 @@ class _Trainer:
 
     def fit(self, net, X, y, *, epochs, target_loss=None, validation_data=None,
             monitor="loss", callbacks=(), progress=False, checkpoint=None,
-            checkpoint_every=None, resume=None):
+            checkpoint_every=None, resume=None, sample_weight=None):
         """Train ``net`` in place and return its :class:`History`.
 
         Parameters
@@ -131,6 +131,10 @@ class _Trainer:
             data: ``net`` receives the checkpoint's weights, the history, the update
             rule's state and the shuffling state are restored, and training runs up to
             ``epochs`` in total, exactly as an uninterrupted run would.
+        sample_weight : array-like of shape (n_samples,), optional
+            Non-negative weights: the loss becomes the weighted mean (sample i counts
+            ``sample_weight[i]`` times; the mean is over the sum of the weights), so
+            integer weights train as duplicated samples.
 
         Returns
         -------
@@ -149,7 +153,7 @@ class _Trainer:
         return self.session(net).fit(
             X, y, epochs=epochs, target_loss=target_loss, validation_data=validation_data,
             monitor=monitor, callbacks=callbacks, progress=progress, checkpoint=checkpoint,
-            checkpoint_every=checkpoint_every, resume=resume)
+            checkpoint_every=checkpoint_every, resume=resume, sample_weight=sample_weight)
 
 
 _COMMON_DOC = """

@@ -139,6 +139,7 @@ cdef struct Net:
     void* out        # N x n[L] logits (cosines for am_softmax)
     void* y          # bce: N targets, mse: N x K targets (floating)
     int* yi          # cross_entropy / am_softmax: N labels
+    double* sw       # N sample weights, or NULL (every sample counts once)
     double* acc      # scratch, max width
     # am_softmax scratch
     void* what       # K x h unit weight rows
@@ -274,6 +275,27 @@ cdef double _loss_delta(Net* net, floating* out, floating* delta) noexcept nogil
     cdef const floating* yf = <const floating*>net.y
     cdef double invN = net.invN if net.invN > 0 else 1.0 / N
     cdef double ebuf[64]
+    cdef double w = 1.0
+    cdef const double* sw = net.sw
+    if sw != NULL and net.loss != LOSS_CROSS_ENTROPY and net.loss != LOSS_AM_SOFTMAX:
+        # sample weights: row i's terms count w_i times; invN is 1 / sum of the weights
+        for i in range(N):
+            w = sw[i]
+            for k in range(K):
+                z = out[i * K + k]
+                t = yf[i * K + k]
+                if net.loss == LOSS_BCE:
+                    e = exp(-fabs(z))
+                    total += w * ((z if z > 0 else 0.0) - z * t + log1p(e))
+                    if delta != NULL:
+                        p = 1.0 / (1.0 + e) if z >= 0 else e / (1.0 + e)
+                        delta[i * K + k] = <floating>((p - t) * (w * invN))
+                else:
+                    z = z - t
+                    total += w * 0.5 * z * z
+                    if delta != NULL:
+                        delta[i * K + k] = <floating>(z * (w * invN))
+        return total * invN
     if net.loss == LOSS_BCE:
         # K independent sigmoid outputs (multi-label when K > 1)
         for i in range(N * K):
@@ -302,6 +324,8 @@ cdef double _loss_delta(Net* net, floating* out, floating* delta) noexcept nogil
         for i in range(N):
             row = out + i * K
             yk = net.yi[i]
+            if sw != NULL:
+                w = sw[i]
             mx = -1e300
             for k in range(K):
                 z = s * (row[k] - (m if k == yk else 0.0))
@@ -313,7 +337,10 @@ cdef double _loss_delta(Net* net, floating* out, floating* delta) noexcept nogil
                 if k < 64:
                     ebuf[k] = e
                 ssum += e
-            total += mx + log(ssum) - s * (row[yk] - m)
+            if sw == NULL:
+                total += mx + log(ssum) - s * (row[yk] - m)
+            else:
+                total += w * (mx + log(ssum) - s * (row[yk] - m))
             if delta != NULL:
                 drow = delta + i * K
                 for k in range(K):
@@ -321,7 +348,10 @@ cdef double _loss_delta(Net* net, floating* out, floating* delta) noexcept nogil
                     p = e / ssum
                     if k == yk:
                         p -= 1.0
-                    drow[k] = <floating>(scale * p * invN)
+                    if sw == NULL:
+                        drow[k] = <floating>(scale * p * invN)
+                    else:
+                        drow[k] = <floating>(scale * p * (w * invN))
     return total * invN
 
 
@@ -667,6 +697,7 @@ cdef void _snapshot(Net* net, bint restore) noexcept nogil:
 cdef struct FusedJob:
     Net v            # this thread's view: own block buffers and gradient accumulators
     void* X          # the whole data, targets and logits (v's point into them)
+    double* sw
     void* y
     int* yi
     void* out
@@ -709,6 +740,8 @@ cdef double _fused_rows(FusedJob* job, floating tag) noexcept nogil:
             v.yi = job.yi + r0
         else:
             v.y = <floating*>job.y + <Py_ssize_t>r0 * K
+        if job.sw != NULL:
+            v.sw = job.sw + r0
         total += _forward(v, 0, tag)
         for l in range(L - 1, -1, -1):
             nin = v.n[l]
@@ -764,6 +797,7 @@ cdef double _fused_pass(Net* net, floating tag) noexcept nogil:
         jobs[t].X = net.A[0]
         jobs[t].y = net.y
         jobs[t].yi = net.yi
+        jobs[t].sw = net.sw
         jobs[t].out = net.out
         jobs[t].invN = net.invN if net.invN > 0 else 1.0 / N
         jobs[t].lo = <int>(min(N, <long long>nblocks * t // T * net.B))
@@ -817,6 +851,8 @@ cdef void _span_view(SpanJob* job) noexcept nogil:
         v.yi = net.yi + lo
     else:
         v.y = <char*>net.y + <size_t>lo * K * net.itemsize
+    if net.sw != NULL:
+        v.sw = net.sw + lo
     if net.loss == LOSS_AM_SOFTMAX:
         v.ahat = <char*>net.ahat + <size_t>lo * net.n[net.L - 1] * net.itemsize
         v.anorm = net.anorm + lo
@@ -1122,6 +1158,7 @@ cdef class Engine:
     cdef object _out
     cdef object _dual_data
     cdef object _Xwin
+    cdef object _sw
     cdef object _state
     cdef void** _winA        # the window's own pointer arrays
     cdef void** _winD
@@ -1476,12 +1513,14 @@ cdef class Engine:
     def row_threads(self):
         return self.net.nspan > 1
 
-    def set_data(self, X, y, P=None, G=None, n_total=None):
+    def set_data(self, X, y, P=None, G=None, n_total=None, sample_weight=None):
         """Point the engine at data ``X`` (rows <= capacity) and targets ``y``.
 
         In dual mode ``P`` and ``G`` are the data's ``X W0_init^T`` and ``X X_train^T``.
         ``n_total`` is the number of rows the mean loss is taken over (default: the rows
         of ``X``): losses and gradients are then this data's share of that mean.
+        ``sample_weight`` (float64, one per row, >= 0) weighs each row's loss; the mean is
+        then over the sum of the weights (or over ``n_total``, the global sum).
         """
         if X.shape[0] > self.capacity or X.shape[0] < 1:
             raise ValueError("data rows exceed the engine's capacity")
@@ -1489,9 +1528,18 @@ cdef class Engine:
             raise ValueError("n_total must be at least the rows of X")
         self._X = X
         self._y = y
+        self._sw = sample_weight
         self.windowed = False
         self.net.N = X.shape[0]
         self.net.invN = 1.0 / n_total if n_total is not None else 0.0
+        self.net.sw = NULL
+        if sample_weight is not None:
+            if sample_weight.dtype != np.float64 or sample_weight.shape != (X.shape[0],) \
+                    or not sample_weight.flags.c_contiguous:
+                raise ValueError("sample_weight must be contiguous float64, one per row")
+            self.net.sw = <double*><size_t>sample_weight.ctypes.data
+            if n_total is None:
+                self.net.invN = 1.0 / float(np.sum(sample_weight))
         self.net.A[0] = _ptr(X)
         if y.dtype == np.intc:
             self.net.yi = <int*><size_t>y.ctypes.data
