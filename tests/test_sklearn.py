@@ -303,8 +303,26 @@ def test_clear_errors():
         MLPClassifier().fit(X, np.column_stack([y, 2 * y]))     # multiclass-multioutput
     with pytest.raises(ValueError, match="at least 2 classes"):
         MLPClassifier().fit(X, np.zeros(len(y)))
-    with pytest.raises(TypeError, match="sample_weight"):
-        MLPClassifier().fit(X, y, sample_weight=np.ones(len(y)))
+    with pytest.raises(ValueError, match="sample_weight"):
+        MLPClassifier().fit(X, y, sample_weight=np.ones(len(y) + 1))
+
+
+@pytest.mark.parametrize("est", ["clf", "reg"])
+def test_integer_sample_weights_equal_duplicated_samples(est):
+    """Full batch, weight k = k copies (scikit-learn's own equivalence), alpha included."""
+    X, y = _problem("multiclass" if est == "clf" else "regression")
+    rng = np.random.default_rng(0)
+    w = rng.integers(0, 3, len(y)).astype(float)
+    w[:3] = 1
+    idx = np.repeat(np.arange(len(y)), w.astype(int))
+    cls = MLPClassifier if est == "clf" else MLPRegressor
+    kw = dict(hidden_layer_sizes=(5,), max_iter=15, random_state=0, alpha=0.01,
+              n_iter_no_change=10 ** 6)
+    a = _quiet(cls(**kw).fit, X, y, sample_weight=w)
+    b = _quiet(cls(**kw).fit, X[idx], np.asarray(y)[idx])
+    for p, q in zip(a.coefs_ + a.intercepts_, b.coefs_ + b.intercepts_):
+        np.testing.assert_allclose(p, q, rtol=1e-9, atol=1e-12)
+    assert a.loss_ == pytest.approx(b.loss_, rel=1e-9)
 
 
 def test_minibatches_verbose_and_activation_names(capsys):

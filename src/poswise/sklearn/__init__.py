@@ -32,7 +32,7 @@ Differences from scikit-learn, by design (docs/sklearn.md):
 * Weights start Glorot-uniform (scikit-learn's initialisation for all activations but
   logistic) drawn by poswise from ``random_state``: equal seeds do not give scikit-learn's
   weights.
-* No ``sample_weight`` (poswise's losses are plain means over samples) and no
+* ``sample_weight`` gives the weighted mean loss (weight k = k copies of a sample); no
   ``learning_rate`` schedules.
 """
 from ._base import ACTIVATION_NAMES, DEFAULT_LEARNING_RATES, SCHEDULES

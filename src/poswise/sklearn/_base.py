@@ -8,7 +8,7 @@ from sklearn.exceptions import ConvergenceWarning
 from sklearn.model_selection import train_test_split
 from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import Interval, Options, StrOptions
-from sklearn.utils.validation import check_is_fitted
+from sklearn.utils.validation import _check_sample_weight, check_is_fitted
 
 from .. import trainers as _trainers
 from .._layout import check_widths
@@ -180,7 +180,7 @@ class _BaseMLP(BaseEstimator):
         self._run = (key, sess)
         return sess
 
-    def _fit(self, X, y, incremental):
+    def _fit(self, X, y, incremental, sample_weight=None):
         first_pass = (not hasattr(self, "coefs_")
                       or (not self.warm_start and not incremental))
         hidden = check_widths(self.hidden_layer_sizes, "hidden_layer_sizes",
@@ -188,6 +188,8 @@ class _BaseMLP(BaseEstimator):
         X, y = _validate_data(self, X, y, reset=first_pass, multi_output=True,
                               dtype=(np.float64, np.float32), y_numeric=not self._is_clf)
         y, loss, K = self._targets(y, first_pass, incremental)
+        if sample_weight is not None:
+            sample_weight = _check_sample_weight(sample_weight, X, dtype=np.float64)
         self._random_state = rs = check_random_state(self.random_state)
         if first_pass:
             self._dtype = np.dtype(self.dtype).type
@@ -211,27 +213,31 @@ class _BaseMLP(BaseEstimator):
             raise ValueError(f"y has {K} output(s) but the fitted network has "
                              f"{self.n_outputs_}; refit without warm_start.")
         net = self._network(store=True)
-        self._train(net, X, y, loss, rs, incremental)
+        self._train(net, X, y, loss, rs, incremental, sample_weight)
         return self
 
-    def _train(self, net, X, y, loss, rs, incremental):
+    def _train(self, net, X, y, loss, rs, incremental, sw=None):
         if self.early_stopping and incremental:
             raise ValueError("partial_fit does not support early_stopping=True")
         Xv = yv = None
         if self.early_stopping:
             # scikit-learn stratifies single-output (binary) classification only
             stratify = y if self._is_clf and self.n_outputs_ == 1 else None
-            X, Xv, y, yv = train_test_split(X, y, random_state=rs, stratify=stratify,
-                                            test_size=self.validation_fraction)
+            parts = train_test_split(X, y, *([] if sw is None else [sw]), random_state=rs,
+                                     stratify=stratify, test_size=self.validation_fraction)
+            X, Xv, y, yv = parts[:4]
+            sw = parts[4] if sw is not None else None
             if Xv.shape[0] < 2:
                 raise ValueError("The validation set is too small. Increase "
                                  "'validation_fraction' or the size of your dataset.")
         N = X.shape[0]
+        # with sample weights, a sample counts w times: the penalty's n is their sum
+        n_eff = N if sw is None else float(np.sum(sw))
         n_batch = None
         if self.batch_size is not None:
             n_batch = min(AUTO_BATCH if self.batch_size == "auto" else self.batch_size, N)
             n_batch = None if n_batch == N else n_batch
-        fit = self._session(net, loss, n_batch, N, rs).fit
+        fit = self._session(net, loss, n_batch, n_eff, rs).fit
         best = None
         self.n_iter_ = 0
         stopped = False
@@ -240,7 +246,7 @@ class _BaseMLP(BaseEstimator):
             nonlocal best, stopped
             if epoch == 0:
                 return False
-            self.loss_ = self._penalised(net, hist.loss[-1], n_batch or N)
+            self.loss_ = self._penalised(net, hist.loss[-1], n_batch or n_eff)
             self.loss_curve_.append(self.loss_)
             self.n_iter_ += 1
             self.t_ += N
@@ -269,12 +275,12 @@ class _BaseMLP(BaseEstimator):
             return False
 
         hist = fit(X, y, epochs=1 if incremental else self.max_iter,
-                   target_loss=self.target_loss, callbacks=(each_epoch,))
+                   target_loss=self.target_loss, callbacks=(each_epoch,), sample_weight=sw)
         if best is not None:
             for dst, src in zip(net.weights + net.biases, best[0] + best[1]):
                 np.copyto(dst, src)
         if not self.loss_curve_:     # diverged in the first epoch, or target met at once
-            self.loss_ = self._penalised(net, hist.loss[-1], n_batch or N)
+            self.loss_ = self._penalised(net, hist.loss[-1], n_batch or n_eff)
         if (not incremental and not stopped and self.n_iter_ == self.max_iter
                 and hist.stopped_reason == "max_epochs"):
             warnings.warn(f"Stochastic Optimizer: Maximum iterations ({self.max_iter}) "

@@ -137,17 +137,20 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
         return float(np.mean(right.all(axis=1) if right.ndim == 2 else right))
 
     @_fit_context(prefer_skip_nested_validation=True)
-    def fit(self, X, y):
-        """Train on ``X`` (n_samples, n_features) and class labels ``y``; return self."""
-        return self._fit(X, y, incremental=False)
+    def fit(self, X, y, sample_weight=None):
+        """Train on ``X`` (n_samples, n_features) and class labels ``y``; return self.
+
+        ``sample_weight`` (optional, >= 0) makes the loss the weighted mean: a sample of
+        weight k counts as k copies of it."""
+        return self._fit(X, y, incremental=False, sample_weight=sample_weight)
 
     @_fit_context(prefer_skip_nested_validation=True)
-    def partial_fit(self, X, y, classes=None):
+    def partial_fit(self, X, y, classes=None, sample_weight=None):
         """One epoch on ``(X, y)``; ``classes`` (all the labels) on the first call."""
         if _check_partial_fit_first_call(self, classes):
             for attr in ("coefs_", "_net", "_run"):
                 self.__dict__.pop(attr, None)
-        return self._fit(X, y, incremental=True)
+        return self._fit(X, y, incremental=True, sample_weight=sample_weight)
 
     def predict_proba(self, X):
         """Class probabilities, shape (n_samples, n_classes); for multilabel targets, the
@@ -204,14 +207,17 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
         return float(r2_score(y, net.decision_function(X)))
 
     @_fit_context(prefer_skip_nested_validation=True)
-    def fit(self, X, y):
-        """Train on ``X`` (n_samples, n_features) and targets ``y``; return self."""
-        return self._fit(X, y, incremental=False)
+    def fit(self, X, y, sample_weight=None):
+        """Train on ``X`` (n_samples, n_features) and targets ``y``; return self.
+
+        ``sample_weight`` (optional, >= 0) makes the loss the weighted mean: a sample of
+        weight k counts as k copies of it."""
+        return self._fit(X, y, incremental=False, sample_weight=sample_weight)
 
     @_fit_context(prefer_skip_nested_validation=True)
-    def partial_fit(self, X, y):
+    def partial_fit(self, X, y, sample_weight=None):
         """One epoch on ``(X, y)``, continuing from the fitted network."""
-        return self._fit(X, y, incremental=True)
+        return self._fit(X, y, incremental=True, sample_weight=sample_weight)
 
     def predict(self, X):
         """Predicted targets: (n_samples,) for one output, else (n_samples, n_outputs)."""
