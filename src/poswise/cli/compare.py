@@ -21,9 +21,9 @@ def _lr_tag(lr):
     return f"{lr:g}".replace(".", "p").replace("-", "m")
 
 
-def _figure_plan(results_like, formats):
-    """[(file name, plot function name, kwargs)] of the figures an experiment gets."""
-    s = results_like
+def _figure_plan(s, formats):
+    """[(file name, plot function name, kwargs)] of the figures of an experiment with
+    settings ``s`` (its ``lr`` list and ``paper_loss_thresholds``)."""
     base = [("comparison", "plot_comparison", {})]
     if len(s["lr"]) > 1:
         base.append(("lr_sweep", "plot_lr_sweep", {}))
@@ -61,11 +61,7 @@ def run_compare(args, key, preset, command, signals):
     from ..experiments.summary import for_json
     st = resolve(args, preset)
     folder = Path(args.out or DEFAULT_OUT)
-    n_lr = len(st["lr"])
-    names = ["results.json", "table.txt"] + [
-        n for n, _, _ in _figure_plan(
-            {"lr": st["lr"] if n_lr > 1 else [0],
-             "paper_loss_thresholds": st["paper_loss_thresholds"]}, args.format)]
+    names = ["results.json", "table.txt"] + [n for n, _, _ in _figure_plan(st, args.format)]
     check_output_dir(folder, names)
     ds = load_data(args)
     check_loss(st, ds, args)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..registry import dataset_label, make_trainer, run_label
+from ..registry import dataset_label, json_clean, make_trainer, run_label
 from ._common import (EXIT_DATA, EXIT_USAGE, Fail, check_data_args, check_loss,
                       check_output_file, dataset_key, debug, dtype_of, eprint, load_data,
                       out, progress_mode, resolve, rule_overrides, write_json)
@@ -163,7 +163,6 @@ def cmd_train(args, command, signals):
         record = {**hist.to_dict(), "seconds_to_target": hist.seconds_to_target,
                   "final_train_accuracy": train_acc, "settings": settings,
                   "model_file": save.name}
-        from ..registry import json_clean
         try:
             pio.save_model(net, save, metadata=json_clean(
                 {"training": {**settings, **final}, "history_file": hist_path.name}))
