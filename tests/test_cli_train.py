@@ -170,6 +170,9 @@ def test_train_interrupt_saves_and_exits(tmp_path, sig, code, name):
 
 
 def test_in_process_interrupt_restores_the_signal_handlers(tmp_path, capsys):
+    import threading
+    if threading.current_thread() is not threading.main_thread():
+        pytest.skip("signal handlers can only be installed from the main thread")
     before = (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM))
 
     def stop(epoch, history):
