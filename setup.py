@@ -2,6 +2,9 @@
 
 Directives are set here once. ``POSWISE_CYTHON_DEBUG=1`` turns bounds, wraparound and
 initialisation checks back on (and adds line tracing) for debugging.
+``POSWISE_SANITIZE=1`` adds AddressSanitizer and UndefinedBehaviorSanitizer to the compile
+and link flags and changes nothing else; ``scripts/sanitize.sh`` builds such a copy in a
+temporary folder and runs the kernel, trainer and thread tests on it.
 """
 import os
 
@@ -10,6 +13,7 @@ from Cython.Build import cythonize
 from setuptools import Extension, setup
 
 DEBUG = os.environ.get("POSWISE_CYTHON_DEBUG", "0") not in ("", "0")
+SANITIZE = os.environ.get("POSWISE_SANITIZE", "0") not in ("", "0")
 
 directives = {
     "language_level": "3",
@@ -22,6 +26,11 @@ directives = {
 
 # Portable wheels: no -march=native and no -ffast-math (both change results).
 extra_compile_args = ["-O0", "-g"] if DEBUG else ["-O3"]
+extra_link_args = []
+if SANITIZE:
+    sanitize = ["-fsanitize=address,undefined", "-fno-omit-frame-pointer"]
+    extra_compile_args += sanitize
+    extra_link_args += sanitize
 
 extensions = [
     Extension(
@@ -29,6 +38,7 @@ extensions = [
         [f"src/poswise/_kernels/{name}.pyx"],
         include_dirs=[np.get_include(), "src/poswise/_kernels"],
         extra_compile_args=extra_compile_args,
+        extra_link_args=extra_link_args,
         define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
     )
     for name in ("_blas", "_core")

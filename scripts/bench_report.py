@@ -5,6 +5,10 @@ Usage::
 
     python scripts/bench_report.py RUN.json                  # print the markdown
     python scripts/bench_report.py RUN.json -o docs/performance.md
+    python scripts/bench_report.py RUN.json --classes benchmarks/results/amd-*.json -o ...
+
+The per-CPU-class tables come from ``benchmarks/ab.py`` results (``scripts/bench_classes``;
+by default every such file in ``benchmarks/results``).
 
 ``RUN.json`` is written by ``pytest benchmarks/ --benchmark-json=RUN.json`` (see
 ``benchmarks/run.sh``). The report reads the per-epoch numbers from each benchmark's
@@ -17,6 +21,9 @@ import json
 import math
 import os
 import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from bench_classes import default_files, main_class, section_classes  # noqa: E402
 
 SHAPE_ORDER = ("tiny", "cat", "mnist", "cifar")
 SHAPE_TITLES = {
@@ -469,10 +476,11 @@ def section_details(epochs):
                   ["l", "l", "r", "r", "r", "r", "r", "r", "l"]), ""]
 
 
-def render(path, stat="median"):
+def render(path, stat="median", classes=()):
     data, epochs, targets, memory = load(path, stat)
     lines = section_header(data, path, stat)
     lines += section_targets(epochs, memory, stat)
+    lines += section_classes(classes, main_class(data.get("machine_info", {})))
     lines += section_epochs(epochs, stat)
     lines += section_targets_time(targets)
     lines += section_memory(memory)
@@ -490,11 +498,18 @@ def main(argv=None):
                                                        "benchmarks", "analysis.md"),
                     help="hand-written markdown appended after the generated tables "
                          "(default: benchmarks/analysis.md, if it exists)")
+    ap.add_argument("--classes", nargs="*", default=None, metavar="FILE",
+                    help="benchmarks/ab.py results, one table per CPU class (default: "
+                         "every such file in benchmarks/results)")
     ap.add_argument("--stat", choices=("median", "min"), default="median",
                     help="per-epoch statistic over rounds (default: median; min is more "
                          "robust on a shared, noisy machine)")
     args = ap.parse_args(argv)
-    text = render(args.run, args.stat)
+    classes = args.classes
+    if classes is None:
+        classes = default_files(os.path.join(os.path.dirname(os.path.abspath(__file__)),
+                                             os.pardir))
+    text = render(args.run, args.stat, classes)
     if args.analysis and os.path.exists(args.analysis):
         with open(args.analysis) as f:
             text = text.rstrip("\n") + "\n\n" + f.read()

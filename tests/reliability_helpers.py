@@ -14,6 +14,8 @@ from poswise import _plan
 MODES = {
     "GD-primal": (GradientDescent, dict(first_layer="primal"), False),
     "GD-dual": (GradientDescent, dict(first_layer="dual"), False),
+    "GD-dual-momentum": (GradientDescent, dict(first_layer="dual", update="nesterov"),
+                         False),
     "GD-direct-fused": (GradientDescent, dict(first_layer="direct"), False),
     "PWO-primal": (PositionWise, dict(first_layer="primal"), False),
     "PWO-dual": (PositionWise, dict(first_layer="dual"), False),

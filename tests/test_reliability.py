@@ -221,12 +221,37 @@ def test_keyboard_interrupt_mid_epoch_rolls_back(monkeypatch, config):
         hook = _raise_on_call("epoch", k)
     _hook_engines(monkeypatch, train=hook)
     net = net0.copy()
-    hist = _fit_guarded(lambda: trainer(config, 0.3).fit(net, X, y, epochs=10))
+    # a callback keeps the epoch-by-epoch path (without one, epochs run in chunks: see
+    # test_keyboard_interrupt_after_a_chunk_keeps_its_epochs)
+    hist = _fit_guarded(lambda: trainer(config, 0.3).fit(net, X, y, epochs=10,
+                                                          callbacks=lambda e, h: None))
     monkeypatch.undo()
     assert hist.stopped_reason == "interrupted"
     assert hist.epochs == k - 1
     assert_history_consistent(hist)
     ref, ref_hist = reference(config, 0.3, net0, X, y, k - 1)
+    assert params(net) == params(ref)
+    assert hist.loss == ref_hist.loss
+
+
+@pytest.mark.parametrize("config", [c for c in CONFIGS if not c[2]],
+                         ids=[i for c, i in zip(CONFIGS, CONFIG_IDS) if not c[2]])
+@pytest.mark.parametrize("k", [1, 2, 3])
+def test_keyboard_interrupt_after_a_chunk_keeps_its_epochs(monkeypatch, config, k):
+    """Without per-epoch Python work, epochs run in chunks inside one kernel call. An
+    interrupt arriving when the k-th chunk returns keeps the epochs the kernel completed
+    (they cannot be undone one by one): history and network agree, as a fresh run of
+    that many epochs."""
+    X, y = classification_data()
+    net0 = MLP([6, 5, 4, 1], activation="tanh", rng=2)
+    _hook_engines(monkeypatch, train=_raise_on_call("run_epochs", k))
+    net = net0.copy()
+    hist = _fit_guarded(lambda: trainer(config, 0.3).fit(net, X, y, epochs=10 ** 6))
+    monkeypatch.undo()
+    assert hist.stopped_reason == "interrupted"
+    assert 1 <= hist.epochs < 10 ** 6
+    assert_history_consistent(hist)
+    ref, ref_hist = reference(config, 0.3, net0, X, y, hist.epochs)
     assert params(net) == params(ref)
     assert hist.loss == ref_hist.loss
 
@@ -289,6 +314,9 @@ def test_real_sigint_from_another_thread(how, config):
     X, y = classification_data(n=400, d=50)
     net0 = MLP([50, 32, 32, 1], activation="tanh", rng=3)
     net = net0.copy()
+    # the first fit of a process imports the kernels: warm up, so that the interrupt
+    # lands in training (an interrupt during preparation propagates, by design)
+    trainer(config, 0.01).fit(net0.copy(), X, y, epochs=1)
     t0 = time.perf_counter()
     timer = _send_sigint_later(how, 0.25)
     try:

@@ -50,7 +50,8 @@ def test_other_data_of_the_same_size_is_refused(tmp_path, mode):
 
 
 @pytest.mark.parametrize("change", [
-    dict(lr=0.2), dict(loss="mse"), dict(batch_size=4), dict(update="momentum"),
+    dict(lr=0.2), dict(loss="mse"), dict(batch_size=4), dict(shuffle=False),
+    dict(update="momentum"),
     dict(update="adam"), dict(backend="numpy"), dict(schedule="pwo"),
     dict(schedule="layerwise"), dict(first_layer="direct")],
     ids=lambda c: "-".join(f"{k}={v}" for k, v in c.items()))

@@ -3,7 +3,7 @@
 A checkpoint stores the network, every trainer setting that changes the arithmetic
 (schedule, learning rate, loss, batch size, backend, update rule and its
 hyper-parameters, layer scales), a fingerprint of the training and validation data, the
-History, the shuffling state, the dual first layer's arrays (``W0_init``, ``C``) and the
+History, the shuffling state, the dual first layer's arrays (``DUAL_KEYS``) and the
 update rule's state (step counts and state arrays), so that a resumed run continues bit
 for bit as an uninterrupted one -- or is refused, before anything changes, with a message
 naming what differs.
@@ -18,6 +18,9 @@ import numpy as np
 from .history import History
 
 STATE_KEYS = ("s1W", "s2W", "s1b", "s2b")
+# the dual first layer's arrays (poswise._plan.build_engines): W[0] = a W0_init - C X,
+# with the momentum of C in V (and va)
+DUAL_KEYS = ("W0_init", "C", "a", "V", "va")
 
 
 def settings(trainer, rule):
@@ -201,7 +204,7 @@ def read_checkpoint(path, trainer, net, rule, data):
                 state[key].append(np.array(a, dtype=net.dtype, order="C"))
             else:
                 state[key].append(None)
-    dual = {k: arrays[k] for k in ("W0_init", "C", "a", "V", "va") if k in arrays}
+    dual = {k: arrays[k] for k in DUAL_KEYS if k in arrays}
     rng = info.get("rng")
     return {"history": hist, "rng": None if rng is None else _from_json(rng),
             "arrays": dual, "state": state,

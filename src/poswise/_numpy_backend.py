@@ -223,6 +223,9 @@ class NumpyEngine:
     def _finite(self):
         return all(np.isfinite(p).all() for p in self.W + self.b)
 
+    def params_finite(self):
+        return bool(self._finite())
+
     def epoch(self, lr):
         self.snapshot()
         for first in self.spans:

@@ -72,11 +72,14 @@ def _dual_refusal(trainer, rule, full_batch, cosine_first):
 
 
 def make_plan(trainer, sizes, n_samples, n_features, epochs, rule, *, itemsize=8,
-              mode=None):
+              mode=None, distributed=False):
     """The plan for ``trainer`` training a network of ``sizes`` on ``n_samples`` rows.
 
     ``mode`` forces the first-layer mode (a resumed checkpoint's), else
     ``trainer.first_layer`` decides; an explicit mode that cannot run raises ValueError.
+    ``distributed``: epochs are driven span by span through the engine's ``gradients`` and
+    ``apply`` (poswise.distributed), so neither the dual first layer (tied to one
+    process's rows) nor fused epochs apply.
     """
     N, D = n_samples, n_features
     n1 = sizes[1]
@@ -88,6 +91,9 @@ def make_plan(trainer, sizes, n_samples, n_features, epochs, rule, *, itemsize=8
     else:
         max_threads, max_width, direct_cpu = 1, 0, False
     dual_no = _dual_refusal(trainer, rule, full_batch, cosine_first)
+    if distributed and not dual_no:
+        dual_no = ("keeps one process's rows (its Gram matrix): data-parallel training "
+                   "runs primal or direct")
     direct_ok = cython and not cosine_first and n1 <= max_width and direct_cpu
     requested = mode or trainer.first_layer
     if requested == "dual" and dual_no:
@@ -116,7 +122,7 @@ def make_plan(trainer, sizes, n_samples, n_features, epochs, rule, *, itemsize=8
     threads = min(trainer.threads or available_cores(), max_threads) if cython else 1
     plain = requested == "direct" and trainer.loss != "am_softmax" and full_batch
     fused = 0
-    if plain and list(trainer.spans(len(sizes) - 1)) == [0]:
+    if plain and not distributed and list(trainer.spans(len(sizes) - 1)) == [0]:
         fused = max(16, FUSED_BLOCK_BYTES // (D * itemsize) // 16 * 16)
     row_threads = plain and not fused and N >= SPAN_THREAD_MIN_ROWS and threads > 1
     blas_single = requested == "direct" or (requested == "dual" and trainer.threads is None)

@@ -236,7 +236,7 @@ def save_model(net, path, *, metadata=None, arrays=None):
     leak = net.leak
     if not (isinstance(leak, (int, float)) and math.isfinite(leak) and leak >= 0):
         raise ValueError(f"The network's leak must be a finite float >= 0; got {leak!r}.")
-    weights, biases = list(net.weights), list(net.biases)
+    weights, biases = (list(p) for p in net._params())   # one epoch's snapshot
     if len(weights) < 1 or len(weights) != len(biases):
         raise ValueError(f"The network has {len(weights)} weight matrices and "
                          f"{len(biases)} bias vectors.")

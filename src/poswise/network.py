@@ -1,4 +1,9 @@
-"""The multilayer perceptron that poswise trains."""
+"""The multilayer perceptron that poswise trains.
+
+(About 500 lines: besides the network and its settings, the class holds the ownership
+rules of a running fit -- see "Ownership" in the class notes -- which every accessor of
+the parameters must follow, so they live next to the accessors.)
+"""
 import threading
 
 import numpy as np

@@ -24,12 +24,15 @@ interrupt handler relies on them; a new fast path must keep them):
    -- are those after the last recorded epoch. Inside an epoch they may be partly updated;
    the engine's backup then holds the epoch's start: mini-batch epochs take the snapshot
    before ``in_epoch`` is set; a full-batch ``engine.epoch`` takes it itself before its
-   first change, and a change always advances the rule's step counts (``t_mark``), so a
-   rollback happens exactly when something changed.
+   first change, and a change always advances the rule's step counts (``t_mark``: their
+   bytes before the epoch), so a rollback happens exactly when something changed.
 3. Shuffling: ``rng_state`` is the generator's state at the start of the current epoch.
 4. Readers: parameters change only under the network's lock, followed by
    ``net._changed()`` (readers' snapshots are taken under the same lock).
 5. Every file written is a complete checkpoint of a recorded epoch (atomic writes).
+
+(Longer than the usual 400 lines: the loop, its interrupt handling and the end of a fit
+share these invariants and are kept together, in one place to read and to extend.)
 """
 import math
 import sys
@@ -46,6 +49,8 @@ from .losses import LOSSES
 __all__ = ["TrainingSession"]
 
 STATE_KEYS = ("s1W", "s2W", "s1b", "s2b")
+# Epochs without per-epoch Python work run in chunks of about this many seconds.
+CHUNK_SECONDS = 0.02
 
 
 def new_rule_state(rule, ws):
@@ -120,7 +125,7 @@ class TrainingSession:
     # ------------------------------------------------------------------ fit
     def fit(self, X, y, *, epochs, target_loss=None, validation_data=None, monitor="loss",
             callbacks=(), progress=False, checkpoint=None, checkpoint_every=None,
-            resume=None, sample_weight=None):
+            resume=None, sample_weight=None, comm=None, reduction="allreduce"):
         """Train for up to ``epochs`` more epochs; see :meth:`GradientDescent.fit`.
 
         The update rule's state carries over from the previous call of this session.
@@ -148,9 +153,11 @@ class TrainingSession:
         try:
             try:
                 net._acquire(name, token)
-                loop = self._prepare(X, y, validation_data, resume, _Options(
-                    epochs, target_loss, monitor, callbacks, progress, checkpoint,
-                    checkpoint_every), t_start, sample_weight)
+                o = _Options(epochs, target_loss, monitor, callbacks, progress, checkpoint,
+                             checkpoint_every)
+                o.comm, o.reduction = comm, reduction
+                loop = self._prepare(X, y, validation_data, resume, o, t_start,
+                                     sample_weight)
                 return loop.run()
             finally:
                 net._release(token)
@@ -191,7 +198,10 @@ class TrainingSession:
             resumed = _checkpoint.read_checkpoint(resume, tr, net, rule, o.data)
         plan = make_plan(tr, sizes, X.shape[0], X.shape[1], o.epochs, rule,
                          itemsize=X.itemsize,
-                         mode=resumed["history"].first_layer if resumed else None)
+                         mode=resumed["history"].first_layer if resumed else None,
+                         distributed=o.comm is not None)
+        if o.comm is not None:
+            self._agree(o, X, val, sw, plan, where)
         gen = np.random.default_rng(tr.rng) if plan.minibatch else None
         if resumed is not None:
             _checkpoint.check_resumable(resume, resumed, tr, plan, gen, o.monitor)
@@ -199,6 +209,26 @@ class TrainingSession:
             _checkpoint.check_rng_storable(gen, where)
         o.sample_weight = sw
         return _Loop(self, plan, rule, ws, bs, X, y, val, gen, o, resumed, t_start)
+
+
+    def _agree(self, o, X, val, sw, plan, where):
+        """Data-parallel training over ``o.comm``: every rank must train the same thing
+        (checked, the same clear error on every rank); the global row counts."""
+        from .distributed import REDUCTIONS, check_agreement
+        if o.reduction not in REDUCTIONS:
+            raise ValueError(f"The 'reduction' parameter of {where} must be one of "
+                             f"{list(REDUCTIONS)}. Got {o.reduction!r} instead.")
+        if plan.minibatch:
+            raise ValueError(f"{where} with comm= trains full batch: mini-batches over "
+                             f"ranks are not supported (batch_size=None).")
+        extra = {"epochs": o.epochs, "target_loss": o.target_loss, "monitor": o.monitor,
+                 "checkpoint_every": o.checkpoint_every, "reduction": o.reduction,
+                 "sample weights": sw is not None, "validation data": val is not None,
+                 "callbacks": len(o.callbacks), "first layer": plan.first_layer}
+        check_agreement(o.comm, self.net, X, self.trainer, extra=extra)
+        o.n_total = (float(o.comm.allreduce(float(sw.sum()))) if sw is not None
+                     else int(o.comm.allreduce(int(X.shape[0]))))
+        o.nv_total = None if val is None else int(o.comm.allreduce(int(val[0].shape[0])))
 
 
 class _Options:
@@ -211,6 +241,9 @@ class _Options:
         self.checkpoint, self.checkpoint_every = checkpoint, checkpoint_every
         self.data = None        # the data's fingerprints, when checkpointing or resuming
         self.sample_weight = None
+        self.comm = None          # data-parallel training: this rank's rows of the data
+        self.reduction = "allreduce"
+        self.n_total = self.nv_total = None
 
 
 class _Loop:
@@ -233,9 +266,14 @@ class _Loop:
         self.started = False       # the training phase began: fit returns a History
         self.in_epoch = False
         self.current = None        # the epoch being run
-        self.t_mark = None         # sum of the step counts before a full-batch epoch
+        self.t_mark = None         # the step counts before a full-batch epoch
         self.rng_state = None
         self.stop = None
+        self.runner = None         # data-parallel epochs (poswise.distributed)
+        self.spans = None
+        self.pending = None        # a chunk of epochs being run: (first epoch, count)
+        self.chunk_buf = None
+        self.chunk_size = 1        # the first chunk measures the epoch time
         self.synced = False
         self.saved = False
         self.loaded = False
@@ -288,12 +326,23 @@ class _Loop:
         """The engines (the session's cached ones when they still fit)."""
         sess = self.sess
         old_state = sess.state
+        o = self.o
+        if o.comm is not None and self.resumed is None:
+            _broadcast(o.comm, self.ws + self.bs)   # every rank starts from rank 0's weights
         try:
             sess._rule_state(self.rule, self.ws)
             self.eng, self.veng, self.sync, self.dual_arrays = sess._engines(
                 self.plan, self.net, self.ws, self.bs, self.X, self.y, self.val, self.rule,
                 self.resumed, self.o.sample_weight)
             self.state = sess.state
+            if o.comm is not None:
+                from .distributed import EpochRunner
+                self.eng.set_data(self.X, self.y, n_total=o.n_total,
+                                  sample_weight=o.sample_weight)
+                if self.veng is not None:
+                    self.veng.set_data(*self.val, n_total=o.nv_total)
+                self.runner = EpochRunner(o.comm, None, o.reduction)
+                self.spans = self.tr.spans(len(self.ws))
         except BaseException:
             if self.resumed is None:
                 sess.state = old_state
@@ -315,8 +364,9 @@ class _Loop:
                     self.batches = _Batches(self.X, self.y, self.tr.batch_size,
                                             self.tr.shuffle, self.o.sample_weight)
                 self.bar = _progress(self.o.progress, self.o.epochs, type(self.tr).__name__)
-                self._start()
-                self._loop()
+                with _StopRequests(self.runner):
+                    self._start()
+                    self._loop()
             except KeyboardInterrupt:
                 self._undo()
                 self.stop = "interrupted"
@@ -327,7 +377,11 @@ class _Loop:
         """Epoch 0: the initial forward pass and its record, or the resumed history."""
         if self.plan.minibatch:         # a cached engine may point at a batch
             self.eng.set_data(self.X, self.y, sample_weight=self.o.sample_weight)
-        loss = self.eng.forward()
+        if self.runner is not None:
+            self.runner.reset()
+            loss = self.runner.start(self.eng, self.spans)
+        else:
+            loss = self.eng.forward()
         if self.resumed is None:
             if not math.isfinite(loss):
                 raise FloatingPointError(
@@ -348,6 +402,10 @@ class _Loop:
     def _loop(self):
         hist, o = self.hist, self.o
         self.stop = _stop_reason(hist, o.callbacks, hist.epochs, o.epochs)
+        if self._chunkable():
+            while self.stop is None:
+                self._chunk()
+            return
         while self.stop is None:
             e = self.current = hist.epochs + 1
             loss = self._epoch()
@@ -360,16 +418,81 @@ class _Loop:
             if self.bar is not None:
                 self.bar.update(e, loss)
             self.stop = _stop_reason(hist, o.callbacks, e, o.epochs)
+            if self.stop is None and self.runner is not None and self.runner.stop_agreed:
+                self.stop = "interrupted"      # some rank was asked to stop: all stop here
             if self.stop is None and o.checkpoint is not None and o.checkpoint_every and \
                     e % o.checkpoint_every == 0:
                 self._save()
 
+    # ------------------------------------------------------------------ chunks
+    def _chunkable(self):
+        """Whether epochs may run in chunks inside one kernel call: full batch, and nothing
+        that needs Python after every epoch (validation, callbacks, a progress display;
+        the target is checked by the kernel)."""
+        o = self.o
+        return (not self.plan.minibatch and self.veng is None and not o.callbacks
+                and self.bar is None and o.monitor == "loss" and self.runner is None)
+
+    def _chunk(self):
+        """Several epochs in one GIL-free call (``engine.run_epochs``), recorded from the
+        losses and clock readings the kernel wrote. Chunks last about CHUNK_SECONDS, so
+        that Ctrl-C is honoured within that time; they end at checkpoint epochs."""
+        hist, o = self.hist, self.o
+        left = o.epochs - hist.epochs
+        if o.checkpoint is not None and o.checkpoint_every:
+            left = min(left, o.checkpoint_every - hist.epochs % o.checkpoint_every)
+        k = max(1, min(left, self.chunk_size))
+        if self.chunk_buf is None or self.chunk_buf[0].shape[0] < k:
+            self.chunk_buf = (np.empty(max(k, 64)), np.empty(max(k, 64)))
+        losses, times = self.chunk_buf
+        times[:k] = 0.0              # the kernel writes a reading > 0 after each epoch
+        below = o.target_loss if o.target_loss is not None else -np.inf
+        self.current = hist.epochs + 1
+        t0 = time.perf_counter()
+        with self.net._lock:
+            self.pending = (self.current, k)
+            self.in_epoch = True
+            self.eng.run_epochs(k, self.lr, losses, times, below)
+            self._settle_chunk()
+            self.net._changed()
+        done = hist.epochs - self.current + 1
+        if done > 0:                  # aim the next chunk at CHUNK_SECONDS
+            per = max((times[done - 1] - t0) / done, 1e-9)
+            self.chunk_size = int(min(max(1, CHUNK_SECONDS / per), 1 << 20))
+        if self.stop is None:
+            e = hist.epochs
+            self.stop = _stop_reason(hist, o.callbacks, e, o.epochs)
+            if self.stop is None and o.checkpoint is not None and o.checkpoint_every and \
+                    e % o.checkpoint_every == 0:
+                self._save()
+
+    def _settle_chunk(self):
+        """Record the epochs a chunk completed (idempotent: after an interrupt it records
+        what the kernel finished, which cannot be undone beyond its last epoch); a last
+        epoch that diverged is rolled back."""
+        if self.pending is None:
+            return
+        first, k = self.pending
+        losses, times = self.chunk_buf
+        n = int(np.count_nonzero(times[:k] > 0))
+        if n and not math.isfinite(losses[n - 1]):
+            self.eng.rollback()     # the backup holds that epoch's start
+            times[n - 1] = 0.0
+            n -= 1
+            self.stop = "diverged"
+        _trim(self.hist, False, None)
+        for i in range(self.hist.epochs - first + 1, n):
+            self._record(float(losses[i]), self.clock.at(times[i]))
+        self.pending = None
+        self.in_epoch = False
+
     def _epoch(self):
         """One epoch under the network's lock (readers see whole epochs); NaN, with the
         epoch undone, if the loss or a parameter became non-finite."""
-        eng, net, gen = self.eng, self.net, self.gen
+        eng, net = self.eng, self.net
         with net._lock:
             if self.plan.minibatch:
+                gen = self.gen
                 self.rng_state = gen.bit_generator.state
                 eng.snapshot()
                 self.t_mark = None
@@ -377,31 +500,45 @@ class _Loop:
                 ok = self.batches.run(eng, gen, self.lr)
                 eng.set_data(self.X, self.y, sample_weight=self.o.sample_weight)
                 loss = eng.forward() if ok else float("nan")
+            elif self.runner is not None:
+                eng.snapshot()
+                self.t_mark = None
+                self.in_epoch = True
+                loss = self.runner(eng, self.spans, self.lr)
+                if not eng.params_finite():   # identical on every rank
+                    loss = float("nan")
             else:
-                self.t_mark = int(self.state["t"].sum())
+                self.t_mark = self.state["t"].tobytes()
                 self.in_epoch = True
                 loss = eng.epoch(self.lr)
             if not math.isfinite(loss):
                 self._rollback()
                 if self.plan.minibatch:
                     eng.forward()
-            net._changed()
+            net._snap = None           # (net._changed(), the lock being held)
         return loss
 
     def _rollback(self):
         """Undo the current epoch (idempotent): parameters, rule state, shuffling."""
-        if self.t_mark is None or int(self.state["t"].sum()) != self.t_mark:
+        if self.t_mark is None or self.state["t"].tobytes() != self.t_mark:
             self.eng.rollback()
+        if self.runner is not None:
+            self.runner.reset()         # its kept gradient was of the undone weights
         if self.gen is not None and self.rng_state is not None:
             self.gen.bit_generator.state = self.rng_state
 
-    def _record(self, loss):
+    def _record(self, loss, seconds=None):
         hist, clock = self.hist, self.clock
-        seconds = clock.now()
+        if seconds is None:
+            seconds = clock.now()
         if self.veng is not None:
             with clock.excluded():
                 vloss = self.veng.forward()
                 vacc = self.veng.accuracy()
+                if self.o.comm is not None:    # shares of the global means
+                    nv = self.val[0].shape[0]
+                    vloss, vacc = self.o.comm.allreduce(np.array([vloss, vacc * nv]))
+                    vacc = vacc / self.o.nv_total
         hist.loss.append(loss)
         hist.seconds.append(seconds)
         if self.veng is not None:
@@ -417,6 +554,12 @@ class _Loop:
         """After an interrupt: back to the last recorded epoch (invariants 1-3)."""
         hist, net = self.hist, self.net
         cut = None
+        if self.pending is not None:   # a chunk: keep what the kernel completed
+            with net._lock:
+                self._settle_chunk()
+                net._changed()
+            if self.stop == "diverged":
+                self.stop = None
         if self.in_epoch:
             with net._lock:
                 self._rollback()
@@ -484,8 +627,8 @@ class _Loop:
         returned); an interrupt during a periodic write is the loop's, during the final
         write it leaves the previous checkpoint in place."""
         path = self.o.checkpoint
-        if path is None:
-            return
+        if path is None or (self.o.comm is not None and self.o.comm.Get_rank() != 0):
+            return                      # data-parallel: rank 0 writes
         from ._checkpoint import write_checkpoint
         try:
             with self.net._lock:
@@ -526,6 +669,44 @@ def _caller_level():
     while f is not None and f.f_globals.get("__name__", "").startswith("poswise."):
         f, level = f.f_back, level + 1
     return level
+
+
+def _broadcast(comm, arrays, root=0):
+    """Every rank's ``arrays`` overwritten in place with ``root``'s (one packed Bcast)."""
+    buf = np.empty(sum(a.size for a in arrays), dtype=arrays[0].dtype)
+    if comm.Get_rank() == root:
+        np.concatenate([a.ravel() for a in arrays], out=buf)
+    comm.Bcast(buf, root=root)
+    pos = 0
+    for a in arrays:
+        a[...] = buf[pos:pos + a.size].reshape(a.shape)
+        pos += a.size
+
+
+class _StopRequests:
+    """During data-parallel training, SIGINT and SIGTERM ask every rank to stop after the
+    running epoch (a flag the epoch's last reduction carries) instead of raising on one
+    rank in the middle of a collective; outside the main thread, nothing changes."""
+
+    def __init__(self, runner):
+        self.runner, self.saved = runner, {}
+
+    def __enter__(self):
+        import signal
+        import threading
+        if self.runner is None or threading.current_thread() is not threading.main_thread():
+            return self
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            self.saved[sig] = signal.signal(sig, self._handler)
+        return self
+
+    def _handler(self, signum, frame):
+        self.runner.request_stop()
+
+    def __exit__(self, *exc):
+        import signal
+        for sig, old in self.saved.items():
+            signal.signal(sig, old)
 
 
 class _Batches:
@@ -569,15 +750,12 @@ class _Clock:
         return self.offset + time.perf_counter() - self.t_start - self.val_time
 
     def excluded(self):
-        clock = self
+        """A context whose time is not counted (validation)."""
+        return _Excluded(self)
 
-        class _Excluded:
-            def __enter__(self):
-                self.t0 = time.perf_counter()
-
-            def __exit__(self, *exc):
-                clock.val_time += time.perf_counter() - self.t0
-        return _Excluded()
+    def at(self, t):
+        """``now()`` as it read at perf_counter time ``t``."""
+        return self.offset + t - self.t_start - self.val_time
 
     def val_total(self):
         return self.val_offset + self.val_time
@@ -590,6 +768,19 @@ class _Clock:
         self.offset = hist.seconds[-1]
         self.val_offset = hist.val_seconds
         self.t_start = time.perf_counter()
+
+
+class _Excluded:
+    # a module-level class: one defined per call made every call grow object's
+    # subclass table (seen as a slow memory creep over many fits)
+    def __init__(self, clock):
+        self.clock = clock
+
+    def __enter__(self):
+        self.t0 = time.perf_counter()
+
+    def __exit__(self, *exc):
+        self.clock.val_time += time.perf_counter() - self.t0
 
 
 def _trim(hist, has_val, in_epoch):

@@ -89,7 +89,8 @@ class _Trainer:
 
     def fit(self, net, X, y, *, epochs, target_loss=None, validation_data=None,
             monitor="loss", callbacks=(), progress=False, checkpoint=None,
-            checkpoint_every=None, resume=None, sample_weight=None):
+            checkpoint_every=None, resume=None, sample_weight=None, comm=None,
+            reduction="allreduce"):
         """Train ``net`` in place and return its :class:`History`.
 
         Parameters
@@ -116,8 +117,9 @@ class _Trainer:
         callbacks : sequence of callables
             Each is called as ``callback(epoch, history)`` after every epoch (and with
             epoch 0 before training); one that returns True stops training. A callback
-            may read the network (``net.weights`` gives the current values) but must not
-            train it or replace its arrays.
+            may read the network (``net.weights`` and ``net.biases`` are a read-only
+            snapshot of the last completed epoch) but cannot change it: the arrays are
+            read-only during a fit, and a second fit of the same network is refused.
         progress : bool or object
             Print progress to stderr, or an object with ``update(epoch, loss)`` and
             ``close()`` (see :mod:`poswise.progress`).
@@ -135,6 +137,17 @@ class _Trainer:
             Non-negative weights: the loss becomes the weighted mean (sample i counts
             ``sample_weight[i]`` times; the mean is over the sum of the weights), so
             integer weights train as duplicated samples.
+        comm : mpi4py communicator, optional
+            Data-parallel training: ``X`` and ``y`` (and ``sample_weight``,
+            ``validation_data``) are this rank's rows. The ranks' settings are checked to
+            agree, every rank starts from rank 0's weights, and every span step
+            all-reduces one packed buffer of gradient sums, so all ranks hold identical
+            weights; losses, stopping and the History are global; rank 0 writes the
+            checkpoints; SIGINT/SIGTERM on any rank stops all after the same epoch. Full
+            batch only. See docs/scaling.md and :mod:`poswise.distributed`.
+        reduction : {"allreduce", "ordered"}
+            How the ranks' sums are added: MPI's Allreduce, or gathered and summed in
+            rank order (the same bits whatever the MPI library's algorithm).
 
         Returns
         -------
@@ -153,7 +166,8 @@ class _Trainer:
         return self.session(net).fit(
             X, y, epochs=epochs, target_loss=target_loss, validation_data=validation_data,
             monitor=monitor, callbacks=callbacks, progress=progress, checkpoint=checkpoint,
-            checkpoint_every=checkpoint_every, resume=resume, sample_weight=sample_weight)
+            checkpoint_every=checkpoint_every, resume=resume, sample_weight=sample_weight,
+            comm=comm, reduction=reduction)
 
 
 _COMMON_DOC = """

@@ -1728,6 +1728,13 @@ cdef class Engine:
                 ok = _batch_step[float](&self.net, <float>lr)
         return ok
 
+    def params_finite(self):
+        """Whether every trainable parameter is finite (what ``epoch`` checks; for epochs
+        driven from outside through ``gradients``/``apply``)."""
+        if self.f64:
+            return bool(_params_finite[double](&self.net, 0.0))
+        return bool(_params_finite[float](&self.net, 0.0))
+
     def snapshot(self):
         """Copy the trainable state (parameters, rule state, step counts) to the backup
         buffers."""

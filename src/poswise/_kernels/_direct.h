@@ -1,31 +1,47 @@
 /*
- * Hand-written first-layer kernels of poswise for skinny products (n_out <= 32).
+ * Hand-written first-layer kernels of poswise for skinny products (n_out <= 32), and the
+ * thread pool that runs them.
  *
  * The first layer's two products with X dominate an epoch: Z = X W^T (forward) and
  * W -= lr D^T X (update), with X of shape (N, D) and only n_out (~20) outputs. General
  * GEMMs pack X for such shapes and run at a fraction of their square-matrix rate. These
  * kernels keep the weights transposed and padded, WT of shape (D, NP) with NP a multiple of
- * the vector width, and vectorise across the outputs, so that
- *   forward:  z_i[0:NP]  = sum_k x_ik WT[k, 0:NP]          (4 rows of X at a time)
- *   backward: G[k, 0:NP] = sum_i x_ik d_i[0:NP]            (8 columns of X at a time)
+ * PW_VEC_BYTES / itemsize, and vectorise across the outputs, so that
+ *   forward:  z_i[0:n1]  = sum_k x_ik WT[k, 0:n1]    (RB rows x NV vectors per block)
+ *   backward: G[j, k0:k1] = sum_i d_ij x_i[k0:k1]   (RBW rows per block)
  * are register-blocked outer products that read X once each, with every sum taken in the
- * natural order (k ascending, i ascending): no reassociation, no -ffast-math, results
- * independent of the number of threads. The backward pass walks X in row chunks that stay
- * in cache while all column blocks are processed.
+ * natural order (k ascending, i ascending, one fused multiply-add per term): no
+ * reassociation, no -ffast-math, results independent of the number of threads and of the
+ * register blocks (they only change which elements are computed when, never the order of
+ * any element's sum).
  *
- * Portability: GCC vector extensions compiled twice, for AVX-512 (64-byte vectors, 4 rows
- * or 8 columns per register block) and AVX2+FMA (32-byte vectors, smaller blocks so the
- * accumulators fit 16 registers), chosen at run time from the CPU's features; no
- * -march=native. On CPUs with neither, pw_direct_supported() is 0 and poswise uses BLAS.
- * Threads split rows (forward) or columns (backward) with plain pthreads: no OpenMP
- * runtime that could spin against OpenBLAS's threads.
+ * Per CPU class (chosen at run time, no -march=native): GCC vector extensions compiled for
+ * AVX-512 (64-byte vectors, 32 registers) and AVX2+FMA (32-byte vectors, 16 registers). The
+ * forward kernel computes ceil(n1 / lanes) vectors per row, not NP / lanes: 20 float64
+ * outputs take 5 AVX2 vectors (20 lanes), not 6. pw_cache_size reports the per-core cache
+ * sizes the CPU states, for the engine's blocks of rows (the fused GD pass). On CPUs with
+ * neither class (including ARM64) pw_direct_supported() is 0 and poswise uses BLAS.
+ * POSWISE_ISA=avx512|avx2|none|auto (read once per process) caps the class, so that every
+ * path can be tested on one machine.
+ *
+ * Threads (pw_parallel): a persistent pool of plain pthreads, no OpenMP runtime that could
+ * spin against OpenBLAS's threads. Workers are started lazily (the first call that needs
+ * them), parked on their own condition variable between calls, joined at exit, and reset
+ * in a forked child. One caller owns the pool at a time; a second concurrent caller (two
+ * Python threads training at once, or a nested call from a worker) runs on threads of its
+ * own, started for that call, as before the pool existed. Results never depend on which.
  */
 #ifndef POSWISE_DIRECT_H
 #define POSWISE_DIRECT_H
 
 #include <pthread.h>
+#include <signal.h>
 #include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #if (defined(__GNUC__) || defined(__clang__)) && defined(__x86_64__)
 #define PW_X86 1
@@ -37,24 +53,94 @@
 #define PW_AVX2
 #endif
 #define PW_INLINE static inline __attribute__((always_inline))
+/* Entry points for tests and tools (ctypes): the extension's other symbols stay static. */
+#define PW_EXPORT __attribute__((visibility("default"), used))
 
 /* 2: AVX-512, 1: AVX2+FMA, 0: neither (use BLAS). */
-static int pw_isa(void) {
+static int pw_isa_detect(void) {
 #if PW_X86
-    static int isa = -1;
-    if (isa < 0) {
-        __builtin_cpu_init();
-        if (__builtin_cpu_supports("avx512f")) isa = 2;
-        else if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) isa = 1;
-        else isa = 0;
+    int isa, cap = 2;
+    const char* env = getenv("POSWISE_ISA");
+    __builtin_cpu_init();
+    if (__builtin_cpu_supports("avx512f")) isa = 2;
+    else if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) isa = 1;
+    else isa = 0;
+    if (env != NULL && env[0] != '\0' && strcmp(env, "auto") != 0) {
+        if (strcmp(env, "avx512") == 0) cap = 2;
+        else if (strcmp(env, "avx2") == 0) cap = 1;
+        else if (strcmp(env, "none") == 0) cap = 0;
+        else
+            fprintf(stderr, "poswise: POSWISE_ISA must be one of avx512, avx2, none, auto; "
+                            "got '%s'; using auto\n", env);
     }
-    return isa;
+    return isa < cap ? isa : cap;
 #else
     return 0;
 #endif
 }
 
+static int pw_isa(void) {
+    static int isa = -1;
+    int v = __atomic_load_n(&isa, __ATOMIC_ACQUIRE);
+    if (v < 0) {               /* racing first calls compute the same value */
+        v = pw_isa_detect();
+        __atomic_store_n(&isa, v, __ATOMIC_RELEASE);
+    }
+    return v;
+}
+
 static int pw_direct_supported(void) { return pw_isa() > 0; }
+
+/* The class the kernels run on (2 AVX-512, 1 AVX2+FMA, 0 none), after POSWISE_ISA. */
+PW_EXPORT int pw_active_isa(void) { return pw_isa(); }
+
+/* Data cache size in bytes of level 1 or 2 (per core), as the CPU reports it: sysconf,
+ * then /sys, then a conservative default (32 KiB, 256 KiB). Read once per level. */
+static long pw_cache_read(int level) {
+    long v = 0;
+    char path[96], buf[32], type[32];
+    int idx;
+#if defined(_SC_LEVEL1_DCACHE_SIZE) && defined(_SC_LEVEL2_CACHE_SIZE)
+    v = sysconf(level == 1 ? _SC_LEVEL1_DCACHE_SIZE : _SC_LEVEL2_CACHE_SIZE);
+#endif
+    for (idx = 0; v <= 0 && idx < 8; idx++) {
+        FILE* f;
+        int lv = 0;
+        long size = 0;
+        char unit = 0;
+        snprintf(path, sizeof path, "/sys/devices/system/cpu/cpu0/cache/index%d/level", idx);
+        if ((f = fopen(path, "r")) == NULL) break;
+        if (fscanf(f, "%d", &lv) != 1) lv = 0;
+        fclose(f);
+        snprintf(path, sizeof path, "/sys/devices/system/cpu/cpu0/cache/index%d/type", idx);
+        type[0] = '\0';
+        if ((f = fopen(path, "r")) != NULL) {
+            if (fscanf(f, "%31s", type) != 1) type[0] = '\0';
+            fclose(f);
+        }
+        if (lv != level || strcmp(type, "Instruction") == 0) continue;
+        snprintf(path, sizeof path, "/sys/devices/system/cpu/cpu0/cache/index%d/size", idx);
+        if ((f = fopen(path, "r")) != NULL) {
+            if (fgets(buf, sizeof buf, f) != NULL && sscanf(buf, "%ld%c", &size, &unit) >= 1)
+                v = size * (unit == 'K' ? 1024L : unit == 'M' ? 1048576L : 1L);
+            fclose(f);
+        }
+    }
+    if (v < 4096 || v > (1L << 30)) v = level == 1 ? 32768L : 262144L;
+    return v;
+}
+
+PW_EXPORT long pw_cache_size(int level) {
+    static long cached[3] = {0, 0, 0};
+    long v;
+    if (level != 1 && level != 2) return 0;
+    v = __atomic_load_n(&cached[level], __ATOMIC_ACQUIRE);
+    if (v == 0) {
+        v = pw_cache_read(level);
+        __atomic_store_n(&cached[level], v, __ATOMIC_RELEASE);
+    }
+    return v;
+}
 
 /* The one limit on threads shared by C and Cython (_core.pyx reads it from here): every
  * per-thread array of the kernels and of the engine has PW_MAX_THREADS entries, and
@@ -73,10 +159,123 @@ static inline int pw_clamp_threads(int n) {
 #define PW_VEC_BYTES 64
 #define PW_MAX_PAD_BYTES 256
 
+/* Elements of X per thread below which the forward and gradient kernels use fewer threads:
+ * a pool dispatch costs a few microseconds, this much work ~20 us on one core (n1 = 20). */
+#define PW_THREAD_GRAIN (1LL << 16)
+
+/* ------------------------------------------------------------------ thread pool */
+
+/* Counters for tests and benchmarks (read with ctypes; see tests/test_threads.py):
+ * [0] pw_parallel calls with n > 1, [1] the largest n of such a call, [2] shares run by
+ * pool workers, [3] shares run by threads started for one call (pool busy),
+ * [4] shares run by the caller because no thread could be started. */
+PW_EXPORT long long pw_stats[5];
+
+PW_EXPORT void pw_stats_reset(void) {
+    int i;
+    for (i = 0; i < 5; i++) __atomic_store_n(&pw_stats[i], 0, __ATOMIC_RELAXED);
+}
+
+static inline void pw_stat_add(int i, long long v) {
+    __atomic_fetch_add(&pw_stats[i], v, __ATOMIC_RELAXED);
+}
+
 typedef struct {
     void (*fn)(void*);
     void* arg;
 } pw_task;
+
+typedef struct {
+    pthread_mutex_t lock;                /* guards the fields below */
+    pthread_cond_t done;                 /* the owner waits here for pending == 0 */
+    pthread_cond_t wake[PW_MAX_THREADS]; /* worker t waits here for busy[t] */
+    pthread_t th[PW_MAX_THREADS];
+    pw_task task[PW_MAX_THREADS];
+    int busy[PW_MAX_THREADS];
+    int started;                         /* workers 1..started are running */
+    int pending;                         /* shares of the current call not yet done */
+    int shutdown;
+    int ready;                           /* condition variables initialised */
+} pw_pool_t;
+
+static pw_pool_t pw_pool = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER};
+/* Held by the one caller that dispatches to the pool. */
+static pthread_mutex_t pw_pool_owner = PTHREAD_MUTEX_INITIALIZER;
+
+static void* pw_worker_main(void* p) {
+    int t = (int)(intptr_t)p;
+    pw_pool_t* P = &pw_pool;
+    pthread_mutex_lock(&P->lock);
+    for (;;) {
+        while (!P->busy[t] && !P->shutdown) pthread_cond_wait(&P->wake[t], &P->lock);
+        if (P->busy[t]) {
+            pw_task task = P->task[t];
+            pthread_mutex_unlock(&P->lock);
+            task.fn(task.arg);
+            pthread_mutex_lock(&P->lock);
+            P->busy[t] = 0;
+            if (--P->pending == 0) pthread_cond_signal(&P->done);
+        } else {
+            break;                       /* shutdown and nothing left to run */
+        }
+    }
+    pthread_mutex_unlock(&P->lock);
+    return NULL;
+}
+
+/* atexit: wake and join every worker (a share still running finishes first). */
+static void pw_pool_shutdown(void) {
+    pw_pool_t* P = &pw_pool;
+    int t, n;
+    pthread_mutex_lock(&P->lock);
+    P->shutdown = 1;
+    n = P->started;
+    for (t = 1; t <= n; t++) pthread_cond_signal(&P->wake[t]);
+    pthread_mutex_unlock(&P->lock);
+    for (t = 1; t <= n; t++) pthread_join(P->th[t], NULL);
+    pthread_mutex_lock(&P->lock);
+    P->started = 0;
+    pthread_mutex_unlock(&P->lock);
+}
+
+/* In a forked child only the forking thread exists: forget the parent's workers. */
+static void pw_pool_after_fork(void) {
+    pw_pool_t* P = &pw_pool;
+    int t;
+    pthread_mutex_init(&P->lock, NULL);
+    pthread_cond_init(&P->done, NULL);
+    for (t = 0; t < PW_MAX_THREADS; t++) {
+        pthread_cond_init(&P->wake[t], NULL);
+        P->busy[t] = 0;
+    }
+    P->started = 0;
+    P->pending = 0;
+    pthread_mutex_init(&pw_pool_owner, NULL);
+}
+
+/* Start workers up to index n - 1 (with the pool lock held); returns how many run. */
+static int pw_pool_grow(int n) {
+    pw_pool_t* P = &pw_pool;
+    sigset_t all, old;
+    int t;
+    if (!P->ready) {
+        for (t = 0; t < PW_MAX_THREADS; t++) pthread_cond_init(&P->wake[t], NULL);
+        pthread_atfork(NULL, NULL, pw_pool_after_fork);
+        atexit(pw_pool_shutdown);
+        P->ready = 1;
+    }
+    if (P->started >= n - 1) return P->started;
+    /* workers block every signal: Python's handlers belong to the main thread */
+    sigfillset(&all);
+    pthread_sigmask(SIG_SETMASK, &all, &old);
+    for (t = P->started + 1; t < n; t++) {
+        P->busy[t] = 0;
+        if (pthread_create(&P->th[t], NULL, pw_worker_main, (void*)(intptr_t)t) != 0) break;
+        P->started = t;
+    }
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    return P->started;
+}
 
 static void* pw_thread_main(void* p) {
     pw_task* t = (pw_task*)p;
@@ -84,30 +283,80 @@ static void* pw_thread_main(void* p) {
     return NULL;
 }
 
-/* Run fn(args[0..n-1]) with n threads (the caller runs args[0]); n is clamped to
- * [1, PW_MAX_THREADS], so args needs at most PW_MAX_THREADS entries. If a thread cannot be
- * started its share runs in the caller: never fails. */
-static void pw_parallel(void (*fn)(void*), void** args, int n) {
+/* Threads started for one call: the pool is owned by another caller. */
+static void pw_parallel_spawn(void (*fn)(void*), void** args, int n) {
     pthread_t th[PW_MAX_THREADS];
     pw_task tasks[PW_MAX_THREADS];
     int started[PW_MAX_THREADS] = {0};
     int t;
-    n = pw_clamp_threads(n);
     for (t = 1; t < n; t++) {
         tasks[t].fn = fn;
         tasks[t].arg = args[t];
         started[t] = pthread_create(&th[t], NULL, pw_thread_main, &tasks[t]) == 0;
-        if (!started[t]) fn(args[t]);
+        if (started[t]) pw_stat_add(3, 1);
+        else {
+            pw_stat_add(4, 1);
+            fn(args[t]);
+        }
     }
     fn(args[0]);
     for (t = 1; t < n; t++)
         if (started[t]) pthread_join(th[t], NULL);
 }
 
+/* Run fn(args[0..n-1]), each share on its own thread (the caller runs args[0]) and return
+ * when all are done; n is clamped to [1, PW_MAX_THREADS], so args needs at most
+ * PW_MAX_THREADS entries. Shares no thread can take run in the caller: never fails. */
+static void pw_parallel(void (*fn)(void*), void** args, int n) {
+    pw_pool_t* P = &pw_pool;
+    long long seen;
+    int t, m;
+    n = pw_clamp_threads(n);
+    if (n == 1) {
+        fn(args[0]);
+        return;
+    }
+    pw_stat_add(0, 1);
+    seen = __atomic_load_n(&pw_stats[1], __ATOMIC_RELAXED);
+    while (seen < n && !__atomic_compare_exchange_n(&pw_stats[1], &seen, (long long)n, 1,
+                                                     __ATOMIC_RELAXED, __ATOMIC_RELAXED)) {}
+    if (pthread_mutex_trylock(&pw_pool_owner) != 0) {
+        pw_parallel_spawn(fn, args, n);
+        return;
+    }
+    pthread_mutex_lock(&P->lock);
+    if (P->shutdown) {
+        pthread_mutex_unlock(&P->lock);
+        pthread_mutex_unlock(&pw_pool_owner);
+        pw_parallel_spawn(fn, args, n);
+        return;
+    }
+    m = pw_pool_grow(n) + 1;             /* threads available, the caller included */
+    if (m > n) m = n;
+    P->pending = m - 1;
+    for (t = 1; t < m; t++) {
+        P->task[t].fn = fn;
+        P->task[t].arg = args[t];
+        P->busy[t] = 1;
+        pthread_cond_signal(&P->wake[t]);
+    }
+    pthread_mutex_unlock(&P->lock);
+    pw_stat_add(2, m - 1);
+    fn(args[0]);
+    for (t = m; t < n; t++) {            /* workers that could not be started */
+        pw_stat_add(4, 1);
+        fn(args[t]);
+    }
+    pthread_mutex_lock(&P->lock);
+    while (P->pending > 0) pthread_cond_wait(&P->done, &P->lock);
+    pthread_mutex_unlock(&P->lock);
+    pthread_mutex_unlock(&pw_pool_owner);
+}
+
 /* ------------------------------------------------------------------ templates */
 
-/* Bodies for scalar T, vector type V (VL lanes); RB rows per forward block; NV, KB are
- * compile-time constants after inlining into the specialised functions below. */
+/* Bodies for scalar T, vector type V (VL lanes); NV, RB, RBW are compile-time constants
+ * after inlining into the specialised functions below. */
 #define PW_BODIES(T, V, VU, VL, NAME)                                                      \
 PW_INLINE void NAME##_fwd(const T* X, int D, const T* WT, int NP, T* Z, int n1, int r0,    \
                           int r1, const int NV, const int RB) {                            \
@@ -141,12 +390,15 @@ PW_INLINE void NAME##_fwd(const T* X, int D, const T* WT, int NP, T* Z, int n1, 
             for (v = 0; v < NV; v++) acc1[v] += x0[k] * *(const VU*)(w + v * VL);          \
         }                                                                                  \
         for (v = 0; v < NV; v++) *(VU*)(tmp + v * VL) = acc1[v];                           \
-        memcpy(Z + (size_t)i * n1, tmp, (size_t)n1 * sizeof(T));                          \
+        memcpy(Z + (size_t)i * n1, tmp, (size_t)n1 * sizeof(T));                           \
     }                                                                                      \
 }                                                                                          \
                                                                                            \
 /* G[j, k0:k1] (G is n1 x D) += sum over rows i of d_ij x_i[k0:k1], rows RBW at a time:   \
- * the RBW row segments of X stay in registers while every output j is accumulated. */     \
+ * the RBW row segments of X stay in registers while every output j is accumulated. (Blocks \
+ * of columns sized to L1 and of rows sized to L2 were measured slower: they break X's     \
+ * sequential streams; interleaving four outputs' chains gained nothing: out-of-order      \
+ * execution already overlaps them.) */                                                    \
 PW_INLINE void NAME##_bwd(const T* X, int N, int D, const T* Dl, int n1, T* G, int k0,     \
                           int k1, const int RBW) {                                         \
     int i, k, j, r;                                                                        \
@@ -178,14 +430,14 @@ PW_INLINE void NAME##_bwd(const T* X, int N, int D, const T* Dl, int n1, T* G, i
     }                                                                                      \
 }
 
-/* One forward specialisation: NV vectors per padded row of WT, RB rows per block (as many
+/* One forward specialisation: NV vectors per row of outputs, RB rows per block (as many
  * as the accumulators, RB x NV, leave registers for). */
 #define PW_SPECIAL(T, NAME, ATTR, NV, RB)                                                  \
 ATTR static void NAME##_fwd##NV(const T* X, int D, const T* WT, int NP, T* Z, int n1,      \
                                 int r0, int r1)                                            \
     { NAME##_fwd(X, D, WT, NP, Z, n1, r0, r1, NV, RB); }
 
-#define PW_ISA(T, SUF, ISA, VB, ATTR, RB1, RB2, RB3, RB4, RB6, RB8, RBW)                   \
+#define PW_ISA(T, SUF, ISA, VB, ATTR, RB1, RB2, RB3, RB4, RB5, RB6, RB7, RB8, RBW)         \
 typedef T pw_v_##SUF##ISA __attribute__((vector_size(VB)));                                \
 typedef T pw_vu_##SUF##ISA __attribute__((vector_size(VB), aligned(sizeof(T))));           \
 PW_BODIES(T, pw_v_##SUF##ISA, pw_vu_##SUF##ISA, (int)(VB / sizeof(T)), pw_##SUF##ISA)      \
@@ -193,16 +445,22 @@ PW_SPECIAL(T, pw_##SUF##ISA, ATTR, 1, RB1)                                      
 PW_SPECIAL(T, pw_##SUF##ISA, ATTR, 2, RB2)                                                 \
 PW_SPECIAL(T, pw_##SUF##ISA, ATTR, 3, RB3)                                                 \
 PW_SPECIAL(T, pw_##SUF##ISA, ATTR, 4, RB4)                                                 \
+PW_SPECIAL(T, pw_##SUF##ISA, ATTR, 5, RB5)                                                 \
 PW_SPECIAL(T, pw_##SUF##ISA, ATTR, 6, RB6)                                                 \
+PW_SPECIAL(T, pw_##SUF##ISA, ATTR, 7, RB7)                                                 \
 PW_SPECIAL(T, pw_##SUF##ISA, ATTR, 8, RB8)                                                 \
 static void pw_##SUF##ISA##_fwd_any(const T* X, int D, const T* WT, int NP, T* Z, int n1,  \
                                     int r0, int r1) {                                      \
-    switch (NP / (int)(VB / sizeof(T))) {                                                  \
+    /* only the vectors that hold outputs: the padding of NP beyond them is not computed */\
+    const int VL = (int)(VB / sizeof(T));                                                  \
+    switch ((n1 + VL - 1) / VL) {                                                          \
     case 1: pw_##SUF##ISA##_fwd1(X, D, WT, NP, Z, n1, r0, r1); break;                      \
     case 2: pw_##SUF##ISA##_fwd2(X, D, WT, NP, Z, n1, r0, r1); break;                      \
     case 3: pw_##SUF##ISA##_fwd3(X, D, WT, NP, Z, n1, r0, r1); break;                      \
     case 4: pw_##SUF##ISA##_fwd4(X, D, WT, NP, Z, n1, r0, r1); break;                      \
+    case 5: pw_##SUF##ISA##_fwd5(X, D, WT, NP, Z, n1, r0, r1); break;                      \
     case 6: pw_##SUF##ISA##_fwd6(X, D, WT, NP, Z, n1, r0, r1); break;                      \
+    case 7: pw_##SUF##ISA##_fwd7(X, D, WT, NP, Z, n1, r0, r1); break;                      \
     default: pw_##SUF##ISA##_fwd8(X, D, WT, NP, Z, n1, r0, r1); break;                     \
     }                                                                                      \
 }                                                                                          \
@@ -210,10 +468,12 @@ ATTR static void pw_##SUF##ISA##_bwd_any(const T* X, int N, int D, const T* Dl, 
                                          T* G, int k0, int k1)                             \
     { pw_##SUF##ISA##_bwd(X, N, D, Dl, n1, G, k0, k1, RBW); }
 
-/* Register budgets: AVX-512 has 32 vector registers, AVX2 16. */
+/* Register budgets, RB rows x NV vectors of accumulators plus NV weight vectors and a
+ * broadcast: AVX-512 has 32 vector registers, AVX2 16. RBW rows of X stay in registers in
+ * the backward kernel beside one accumulator. */
 #define PW_TYPE(T, SUF)                                                                    \
-PW_ISA(T, SUF, 512, 64, PW_AVX512, 8, 8, 8, 4, 4, 2, 16)                                   \
-PW_ISA(T, SUF, 256, 32, PW_AVX2, 8, 4, 4, 2, 2, 1, 8)                                      \
+PW_ISA(T, SUF, 512, 64, PW_AVX512, 8, 8, 8, 4, 4, 4, 2, 2, 16)                             \
+PW_ISA(T, SUF, 256, 32, PW_AVX2, 8, 4, 3, 2, 2, 2, 1, 1, 8)                                \
                                                                                            \
 typedef struct {                                                                           \
     const T* X; const T* WT; const T* Dl; T* Z; T* G;                                      \
@@ -232,13 +492,16 @@ static void pw_bwd_job_##SUF(void* p) {                                         
     else pw_##SUF##256_bwd_any(j->X, j->N, j->D, j->Dl, j->n1, j->G, j->lo, j->hi);        \
 }                                                                                          \
                                                                                            \
-/* Z (N x n1) = X (N x D) WT[:, :n1]; rows split over nthreads. */                         \
+/* Z (N x n1) = X (N x D) WT[:, :n1]; rows split over up to nthreads (each thread at     \
+ * least PW_THREAD_GRAIN elements of X and 8 rows). */                                     \
 static void pw_first_forward_##SUF(const T* X, int N, int D, const T* WT, int NP, T* Z,   \
                                    int n1, int nthreads) {                                 \
     pw_job_##SUF jobs[PW_MAX_THREADS];                                                     \
     void* args[PW_MAX_THREADS];                                                            \
-    int t, n = pw_clamp_threads(nthreads);                                               \
-    if ((long long)N * D < (1LL << 18) * n || N < 8 * n) n = 1;                            \
+    int t, n = pw_clamp_threads(nthreads);                                                 \
+    long long cap = (long long)N * D / PW_THREAD_GRAIN;                                    \
+    if (cap > N / 8) cap = N / 8;                                                          \
+    if (n > cap) n = cap < 1 ? 1 : (int)cap;                                               \
     for (t = 0; t < n; t++) {                                                              \
         jobs[t].X = X; jobs[t].WT = WT; jobs[t].Z = Z; jobs[t].D = D; jobs[t].NP = NP;     \
         jobs[t].n1 = n1;                                                                   \
@@ -250,14 +513,16 @@ static void pw_first_forward_##SUF(const T* X, int N, int D, const T* WT, int NP
 }                                                                                          \
                                                                                            \
 /* G (n1 x D) = Dl^T X, or G += Dl^T X with accumulate (Dl is N x n1); columns of X     \
- * split over nthreads. */                                                                 \
+ * split over up to nthreads (each at least PW_THREAD_GRAIN elements and 32 columns). */  \
 static void pw_first_gradient_##SUF(const T* X, int N, int D, const T* Dl, int n1, T* G,  \
                                     int accumulate, int nthreads) {                        \
     pw_job_##SUF jobs[PW_MAX_THREADS];                                                     \
     void* args[PW_MAX_THREADS];                                                            \
-    int t, n = pw_clamp_threads(nthreads);                                               \
+    int t, n = pw_clamp_threads(nthreads);                                                 \
+    long long cap = (long long)N * D / PW_THREAD_GRAIN;                                    \
+    if (cap > D / 32) cap = D / 32;                                                        \
+    if (n > cap) n = cap < 1 ? 1 : (int)cap;                                               \
     if (!accumulate) memset(G, 0, (size_t)n1 * D * sizeof(T));                             \
-    if ((long long)N * D < (1LL << 18) * n || D < 32 * n) n = 1;                           \
     for (t = 0; t < n; t++) {                                                              \
         jobs[t].X = X; jobs[t].Dl = Dl; jobs[t].G = G; jobs[t].N = N; jobs[t].D = D;       \
         jobs[t].n1 = n1;                                                                   \

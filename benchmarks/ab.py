@@ -1,0 +1,218 @@
+#!/usr/bin/env python3
+"""Before/after epoch cost of two builds of poswise, side by side, on this CPU's classes.
+
+Usage::
+
+    python benchmarks/ab.py --base BASE_SRC [--new NEW_SRC] [--isa auto,avx2]
+                            [--rounds 3] [--cases mnist,cifar,tiny] [-o OUT.json]
+
+``BASE_SRC`` and ``NEW_SRC`` are ``src`` folders of two in-place builds (``python setup.py
+build_ext --inplace`` in each checkout); ``NEW_SRC`` defaults to this checkout's. For each
+CPU class (``--isa``: ``auto`` is the best this CPU has; ``avx2`` caps the direct kernels at
+AVX2 through ``POSWISE_ISA``, which a build without that switch ignores: give its AVX2 run
+with ``--base-avx2 SRC``, a build whose CPU check reports no AVX-512), every round runs one
+child process per build and (shape, dtype), builds alternating, so both see the same
+machine state. A child measures, in one process:
+
+* the marginal cost of an epoch through ``fit``: ``(t(fit 2k epochs) - t(fit k)) / k``,
+  wall time, everything included (as a user sees it; set-up cancels out);
+* the floor: numpy's two products with X per epoch (``FloorRunner``), the same data;
+
+``reps`` times each, alternating, and reports the medians and the median of the per-rep
+ratios poswise / floor. The output JSON (default ``benchmarks/results/<cpu-class>-<date>
+.json``, one per class) holds every child's numbers; ``scripts/bench_report.py --classes``
+turns them into one table per class. Never asserts on time.
+"""
+import argparse
+import datetime as dt
+import json
+import os
+import platform
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+CASES = {"mnist": ("mnist", 2, 5), "cifar": ("cifar", 1, 3), "tiny": ("tiny", 2000, 5),
+         "cat": ("cat", 100, 5)}
+DTYPES = ("float64", "float32")
+SCHEDULES = ("gd", "pwo")
+
+CHILD = r"""
+import json, sys, time
+import numpy as np
+sys.path.insert(0, BENCH)
+import _bench_common as bc
+import poswise
+from poswise.trainers import GradientDescent, PositionWise
+
+shape = bc.SHAPES[SHAPE]
+dtype = np.dtype(DTYPE).type
+X, y, _ = bc.make_data(shape, dtype)
+floor = bc.FloorRunner(shape, dtype, X, y) if SHAPE != "tiny" else None
+out = {"floor_s": [], "epoch_s": {}, "ratio": {}, "first_layer": {}, "threads": {}}
+
+def fit(cls, epochs):
+    net = bc.make_net(shape, dtype)
+    t0 = time.perf_counter()
+    hist = cls(shape.lr, loss=shape.loss, threads=THREADS).fit(net, X, y, epochs=epochs)
+    return time.perf_counter() - t0, hist
+
+from contextlib import nullcontext
+from threadpoolctl import threadpool_limits
+limit = (lambda: threadpool_limits(THREADS)) if THREADS else nullcontext
+
+for sched, cls in (("gd", GradientDescent), ("pwo", PositionWise)):
+    fit(cls, 1)                                   # warm-up: imports, pool, pages of X
+    eps, ratios = [], []
+    for r in range(REPS):
+        if floor is not None:
+            with limit():
+                f = floor.run(K)["epoch_s"]
+            out["floor_s"].append(f)
+        t1, _ = fit(cls, K)
+        t2, hist = fit(cls, 2 * K)
+        e = (t2 - t1) / K
+        eps.append(e)
+        if floor is not None:
+            ratios.append(e / f)
+    out["epoch_s"][sched] = float(np.median(eps))
+    out["ratio"][sched] = float(np.median(ratios)) if ratios else None
+    out["first_layer"][sched] = hist.first_layer
+    out["threads"][sched] = getattr(hist, "threads", None)
+out["floor_s"] = float(np.median(out["floor_s"])) if out["floor_s"] else None
+try:
+    import ctypes
+    from poswise._kernels import _core
+    out["isa"] = ctypes.CDLL(_core.__file__).pw_active_isa()
+except (AttributeError, OSError):
+    out["isa"] = None
+print(json.dumps(out))
+"""
+
+
+def cpu_info():
+    """Model, vector classes and cache sizes as the OS reports them."""
+    info = {"machine": platform.machine(), "cores": os.cpu_count()}
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+        m = re.search(r"^model name\s*:\s*(.+)$", text, re.M)
+        info["model"] = m.group(1).strip() if m else platform.processor()
+        flags = set(re.search(r"^flags\s*:\s*(.+)$", text, re.M).group(1).split())
+        info["vector"] = sorted(f for f in flags if f in ("avx2", "fma", "avx512f"))
+    except (OSError, AttributeError):
+        info["model"] = platform.processor()
+        info["vector"] = []
+    for name, key in (("l1d", "LEVEL1_DCACHE_SIZE"), ("l2", "LEVEL2_CACHE_SIZE"),
+                      ("l3", "LEVEL3_CACHE_SIZE")):
+        try:
+            res = subprocess.run(["getconf", key], capture_output=True, text=True, timeout=10)
+            info[name] = int(res.stdout) if res.returncode == 0 else None
+        except (OSError, ValueError):
+            info[name] = None
+    return info
+
+
+def cpu_class(info, isa):
+    """E.g. ``amd-epyc-avx512`` or ``amd-epyc-avx2`` (the class the kernels ran on)."""
+    model = re.sub(r"\(.*?\)|processor|cpu|@.*$", " ", info.get("model", "").lower())
+    model = "-".join(w for w in re.split(r"[^a-z0-9]+", model) if w)[:40] or "unknown"
+    if isa == "auto":
+        best = "avx512" if "avx512f" in info["vector"] else (
+            "avx2" if {"avx2", "fma"} <= set(info["vector"]) else "noavx2")
+    else:
+        best = isa
+    return f"{model}-{best}"
+
+
+def commit_of(src):
+    try:
+        root = subprocess.run(["git", "-C", str(src), "rev-parse", "--short=12", "HEAD"],
+                              capture_output=True, text=True, timeout=30)
+        dirty = subprocess.run(["git", "-C", str(src), "status", "--porcelain",
+                                "--untracked-files=no"], capture_output=True, text=True,
+                               timeout=30)
+        if root.returncode == 0:
+            return root.stdout.strip() + (" + uncommitted changes" if dirty.stdout.strip()
+                                          else "")
+    except OSError:
+        pass
+    return "unknown (not a git checkout)"
+
+
+def run_child(src, case, dtype, isa, threads):
+    shape, k, reps = CASES[case]
+    code = (f"BENCH = {str(HERE)!r}; SHAPE = {shape!r}; DTYPE = {dtype!r}; K = {k}; "
+            f"REPS = {reps}; THREADS = {threads!r}\n" + CHILD)
+    env = dict(os.environ, PYTHONPATH=str(src))
+    env.pop("POSWISE_BENCH_SMOKE", None)
+    if isa != "auto":
+        env["POSWISE_ISA"] = isa
+    res = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
+                         text=True, timeout=3600)
+    if res.returncode != 0:
+        raise RuntimeError(f"child failed ({src}, {case}, {dtype}, {isa}):\n{res.stderr}")
+    return json.loads(res.stdout.strip().splitlines()[-1])
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--base", required=True, help="src folder of the baseline build")
+    ap.add_argument("--base-avx2", help="src folder of the baseline built without AVX-512")
+    ap.add_argument("--base-commit", help="commit of the baseline when its folder is not a "
+                                          "git checkout (e.g. a git archive)")
+    ap.add_argument("--new", default=str(ROOT / "src"), help="src folder of the new build")
+    ap.add_argument("--isa", default="auto", help="comma-separated: auto, avx2")
+    ap.add_argument("--cases", default="mnist,cifar,tiny")
+    ap.add_argument("--dtypes", default=",".join(DTYPES))
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--threads", type=int, default=None,
+                    help="threads= of the fits and BLAS threads of the floor (default: the "
+                         "library's, every core); 1 is the robust choice on a loaded machine")
+    ap.add_argument("-o", "--output", help="output JSON (one class only)")
+    args = ap.parse_args(argv)
+    info = cpu_info()
+    for isa in args.isa.split(","):
+        base = args.base_avx2 if isa == "avx2" and args.base_avx2 else args.base
+        cls = cpu_class(info, isa)
+        builds = {"before": Path(base).resolve(), "after": Path(args.new).resolve()}
+        record = {
+            "cpu_class": cls, "cpu": info, "isa_requested": isa,
+            "date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S"),
+            "builds": {k: {"src": str(v), "commit": (args.base_commit if k == "before" and
+                                                     args.base_commit else commit_of(v))}
+                       for k, v in builds.items()},
+            "command": "python benchmarks/ab.py " + " ".join(argv or sys.argv[1:]),
+            "load_before": os.getloadavg(), "rounds": args.rounds,
+            "threads": args.threads or "library default (every core)",
+            "measure": "marginal wall time of an epoch through fit, (t(2k) - t(k)) / k; "
+                       "floor: numpy's two products with X; medians",
+            "runs": [],
+        }
+        for rnd in range(args.rounds):
+            for case in args.cases.split(","):
+                for dtype in args.dtypes.split(","):
+                    order = list(builds) if rnd % 2 == 0 else list(builds)[::-1]
+                    for build in order:
+                        t0 = time.perf_counter()
+                        out = run_child(builds[build], case, dtype, isa, args.threads)
+                        out.update(build=build, round=rnd, case=case, dtype=dtype,
+                                   wall_s=time.perf_counter() - t0)
+                        record["runs"].append(out)
+                        print(f"[{cls}] round {rnd} {case} {dtype} {build}: "
+                              f"{out['epoch_s']} ratio {out['ratio']}", file=sys.stderr)
+            # written after every round: a long run that is stopped keeps what it measured
+            record["load_after"] = os.getloadavg()
+            record["rounds_done"] = rnd + 1
+            path = Path(args.output) if args.output else (
+                HERE / "results" / f"{cls}-{record['date'][:10]}.json")
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(json.dumps(record, indent=1) + "\n")
+            print(f"wrote {path}", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,100 @@
+"""Every CPU class of the direct kernels on one machine (POSWISE_ISA caps the class).
+
+POSWISE_ISA is read once per process, so each class runs in a subprocess, which trains
+through the public API with the direct first layer and with the numpy twin and reports
+the largest relative difference. First-layer widths are chosen to hit every vector count
+of the forward kernel's specialisations: 1 to 8 vectors on AVX2 in float64 (4 lanes),
+1 to 4 in float32 and on AVX-512 in float64, 1 to 2 on AVX-512 in float32.
+"""
+import functools
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from poswise._kernels import _core
+
+SRC = str(Path(_core.__file__).resolve().parents[2])
+ISAS = {"avx512": 2, "avx2": 1, "none": 0}
+
+CHILD = r"""
+import ctypes, json, sys
+import numpy as np
+import poswise
+from poswise._kernels import _core
+
+isa = ctypes.CDLL(_core.__file__).pw_active_isa()
+out = {"isa": isa, "supported": _core.direct_supported(), "err": {}}
+if isa == 0:
+    try:
+        poswise.GradientDescent(0.1, first_layer="direct").fit(
+            poswise.MLP((40, 5, 2), rng=0), np.zeros((50, 40)), np.zeros(50), epochs=1)
+        out["direct_refused"] = False
+    except ValueError:
+        out["direct_refused"] = True
+else:
+    rng = np.random.default_rng(0)
+    for dtype in (np.float64, np.float32):
+        # 203 rows: register blocks of rows with a ragged tail; 37 columns: a column tail
+        X = rng.standard_normal((203, 37)).astype(dtype)
+        y = rng.integers(0, 3, 203)
+        for n1 in (1, 3, 5, 8, 11, 13, 17, 20, 23, 27, 32):
+            for cls in (poswise.GradientDescent, poswise.PositionWise):
+                a = poswise.MLP((37, n1, 6, 3), rng=1, dtype=dtype, activation="tanh")
+                b = a.copy()
+                h = cls(0.1, loss="cross_entropy", first_layer="direct", threads=2).fit(
+                    a, X, y, epochs=3)
+                assert h.first_layer == "direct"
+                cls(0.1, loss="cross_entropy", backend="numpy").fit(b, X, y, epochs=3)
+                err = max(float(np.max(np.abs(p.astype(float) - q)) / np.max(np.abs(q)))
+                          for p, q in zip(a.weights + a.biases, b.weights + b.biases))
+                key = f"{np.dtype(dtype).name}-{n1}-{cls.__name__}"
+                out["err"][key] = err
+print(json.dumps(out))
+"""
+
+
+@functools.cache
+def _cpu_isa():
+    """The best class this CPU has (what POSWISE_ISA=auto selects)."""
+    return _run("auto")["isa"]
+
+
+def _run(isa):
+    env = dict(os.environ, POSWISE_ISA=isa,
+               PYTHONPATH=SRC + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    res = subprocess.run([sys.executable, "-c", CHILD], env=env, capture_output=True,
+                         text=True, timeout=300)
+    assert res.returncode == 0, res.stderr
+    return json.loads(res.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.parametrize("isa", sorted(ISAS))
+def test_each_cpu_class_matches_numpy(isa):
+    best = _cpu_isa()
+    if ISAS[isa] > best:
+        pytest.skip(f"this CPU does not have {isa}")
+    out = _run(isa)
+    assert out["isa"] == ISAS[isa]
+    assert out["supported"] == (ISAS[isa] > 0)
+    if ISAS[isa] == 0:
+        assert out["direct_refused"]        # first_layer="direct" needs a class: clear error
+        return
+    for key, err in out["err"].items():
+        tol = 1e-12 if key.startswith("float64") else 2e-5
+        assert err <= tol, (key, err)
+
+
+def test_unknown_isa_falls_back_to_auto_with_a_message():
+    env = dict(os.environ, POSWISE_ISA="sse9",
+               PYTHONPATH=SRC + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    code = ("import ctypes; from poswise._kernels import _core; "
+            "print(ctypes.CDLL(_core.__file__).pw_active_isa())")
+    res = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
+                         text=True, timeout=60)
+    assert res.returncode == 0
+    assert int(res.stdout) == _cpu_isa()
+    assert "POSWISE_ISA" in res.stderr and "sse9" in res.stderr

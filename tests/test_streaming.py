@@ -1,0 +1,251 @@
+"""Data larger than memory: the block reader and streamed epochs (poswise._streaming and
+the epoch runner with a reader)."""
+import threading
+import time
+
+import h5py
+import numpy as np
+import pytest
+
+from dist_cases import ENGINES, RULES, make_case, rel_err, train
+from poswise._streaming import BlockReader, NpyRows, is_streamable
+from poswise.distributed import run_ranks, rows_for_rank
+
+
+class Rows:
+    """An array-like of rows that records each read (the generic X of the reader)."""
+
+    def __init__(self, a):
+        self.a, self.reads = a, []
+        self.shape, self.dtype = a.shape, a.dtype
+        self.threads = set()
+
+    def __getitem__(self, key):
+        self.reads.append((key.start, key.stop))
+        self.threads.add(threading.current_thread().name)
+        return self.a[key].tolist()          # not even an ndarray
+
+
+@pytest.fixture
+def files(tmp_path):
+    X = np.random.default_rng(0).standard_normal((23, 6))
+    np.save(tmp_path / "x.npy", X.astype(np.float32))
+    with h5py.File(tmp_path / "x.h5", "w") as f:
+        f["X"] = X.astype(np.float32)
+    return X, tmp_path
+
+
+@pytest.mark.parametrize("prefetch", [False, True])
+@pytest.mark.parametrize("block_rows", [1, 5, 23, 100])
+def test_blocks_cover_rows(files, prefetch, block_rows):
+    X, d = files
+    X32 = X.astype(np.float32)
+    mm = np.load(d / "x.npy", mmap_mode="r")
+    with h5py.File(d / "x.h5", "r") as f:
+        for src in (mm, f["X"], Rows(X32), X32, NpyRows(d / "x.npy")):
+            for dtype in (np.float32, np.float64):
+                r = BlockReader(src, dtype, block_rows=block_rows, prefetch=prefetch)
+                blocks = list(r)
+                assert [(lo, hi) for lo, hi, _ in blocks] == r.bounds()
+                assert all(b.dtype == dtype and b.flags.c_contiguous for *_, b in blocks)
+                assert max(b.shape[0] for *_, b in blocks) == min(block_rows, 23)
+                np.testing.assert_array_equal(np.concatenate([b for *_, b in blocks]),
+                                              X32.astype(dtype))
+                assert list(r) and r.n_blocks == len(blocks)       # a second pass works
+                r.close()
+
+
+def test_npy_rows(tmp_path):
+    X = np.arange(60, dtype=np.float32).reshape(12, 5)
+    np.save(tmp_path / "x.npy", X)
+    rows = NpyRows(tmp_path / "x.npy")
+    assert rows.shape == X.shape and rows.dtype == X.dtype and len(rows) == 12
+    for lo, hi in ((0, 12), (3, 7), (11, 12), (5, 5)):
+        np.testing.assert_array_equal(rows[lo:hi], X[lo:hi])
+    np.testing.assert_array_equal(rows[-2:], X[-2:])
+    with pytest.raises(TypeError, match="row slices"):
+        rows[::2]
+    np.save(tmp_path / "f.npy", np.asfortranarray(np.zeros((3, 2))))
+    with pytest.raises(ValueError, match="Fortran order"):
+        NpyRows(tmp_path / "f.npy")
+    with open(tmp_path / "x.npy", "r+b") as f:       # cut off the last rows
+        f.truncate(f.seek(0, 2) - 30)
+    with pytest.raises(ValueError, match="truncated"):
+        NpyRows(tmp_path / "x.npy")[8:12]
+
+
+def test_block_size_from_bytes():
+    r = BlockReader(np.zeros((1000, 10), np.float32), np.float64, block_bytes=800)
+    assert r.block_rows == 10                                   # 800 B of float64 rows
+    assert not r.prefetch                                       # in-memory array
+
+
+def test_hdf5_blocks_are_whole_chunks(tmp_path):
+    with h5py.File(tmp_path / "c.h5", "w") as f:
+        f.create_dataset("X", data=np.ones((1000, 4)), chunks=(30, 4))
+        f.create_dataset("Y", data=np.ones((1000, 4)), chunks=(30, 2))
+        assert BlockReader(f["X"], np.float64, block_bytes=100 * 32).block_rows == 90
+        assert BlockReader(f["X"], np.float64, block_bytes=10 * 32).block_rows == 30
+        assert BlockReader(f["Y"], np.float64, block_bytes=100 * 32).block_rows == 100
+
+
+def test_memmap_block_is_a_view_of_the_file(files):
+    _, d = files
+    mm = np.load(d / "x.npy", mmap_mode="r")
+    (_, _, block), = list(BlockReader(mm, np.float32, block_rows=23))
+    assert np.shares_memory(block, mm)
+
+
+def test_prefetch_reads_ahead_in_a_thread(files):
+    X, _ = files
+    src = Rows(X)
+    r = BlockReader(src, np.float64, block_rows=4)
+    assert r.prefetch
+    it = iter(r)
+    next(it)
+    for _ in range(500):                        # the next block is read without asking
+        if len(src.reads) == 2:
+            break
+        time.sleep(0.01)
+    assert src.reads == [(0, 4), (4, 8)]
+    assert src.threads == {t for t in src.threads if t.startswith("poswise-read")}
+    it.close()                                  # abandoned mid-pass: no read left running
+    r.close()
+
+
+@pytest.mark.parametrize("prefetch", [False, True])
+def test_nonfinite_block_names_rows(prefetch):
+    X = np.ones((10, 3))
+    X[7, 2] = np.nan
+    X[8, 0] = np.inf
+    r = BlockReader(X, np.float64, block_rows=4, prefetch=prefetch)
+    with pytest.raises(ValueError, match=r"X rows \[4, 8\) contain 1 NaN or infinite "
+                                         r"value\(s\).*row 7, column 2"):
+        list(r)
+    big = np.full((3, 2), 1e300)
+    with pytest.raises(ValueError, match=r"rows \[0, 3\).*after conversion to float32"):
+        list(BlockReader(big, np.float32))
+
+
+@pytest.mark.parametrize("X, match, exc", [
+    (object(), "must be an array, an np.memmap, an h5py.Dataset", TypeError),
+    (np.zeros(5), "2-D array", ValueError),
+    (np.zeros((0, 3)), "non-empty", ValueError),
+    (np.array([["a"]]), "real numbers", ValueError),
+])
+def test_reader_errors(X, match, exc):
+    with pytest.raises(exc, match=match):
+        BlockReader(X, np.float64)
+
+
+@pytest.mark.parametrize("check", ["once", "always"])
+def test_finiteness_checked_once_or_always(check):
+    X = np.ones((10, 3))
+    r = BlockReader(X, np.float64, block_rows=4, check=check, prefetch=False)
+    list(r)
+    X[9, 1] = np.inf                   # the data change after a first, clean pass
+    if check == "always":
+        with pytest.raises(ValueError, match=r"rows \[8, 10\)"):
+            list(r)
+    else:
+        assert np.isinf(np.concatenate([b for *_, b in r])).sum() == 1
+    with pytest.raises(ValueError, match="'check'"):
+        BlockReader(X, np.float64, check="never")
+
+
+def test_reader_checks_features_and_block_rows():
+    with pytest.raises(ValueError, match="4 features per sample but the network expects 5"):
+        BlockReader(np.zeros((3, 4)), np.float64, n_features=5)
+    with pytest.raises(ValueError, match="'block_rows'"):
+        BlockReader(np.zeros((3, 4)), np.float64, block_rows=0)
+
+
+def test_is_streamable(files):
+    _, d = files
+    assert is_streamable(np.load(d / "x.npy", mmap_mode="r"))
+    assert not is_streamable(np.zeros((2, 2)))
+    with h5py.File(d / "x.h5", "r") as f:
+        assert is_streamable(f["X"])
+
+
+# ------------------------------------------------------------------ streamed epochs
+
+def _on_disk(tmp_path, X, kind):
+    if kind == "memmap":
+        np.save(tmp_path / "x.npy", X)
+        return np.load(tmp_path / "x.npy", mmap_mode="r"), None
+    f = h5py.File(tmp_path / "x.h5", "w")
+    f["X"] = X
+    return f["X"], f
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+@pytest.mark.parametrize("kind", ["memmap", "hdf5"])
+@pytest.mark.parametrize("schedule", ["gd", "pwo"])
+@pytest.mark.parametrize("update", ["sgd", "adam", "rmsprop"])
+def test_streamed_equals_in_memory(tmp_path, kind, schedule, update, engine):
+    X, y, W, b = make_case(N=41)
+    W1, b1, l1 = train(X, y, W, b, schedule=schedule, update=update, epochs=20,
+                       engine=engine)
+    Xd, f = _on_disk(tmp_path, X, kind)
+    try:
+        reader = BlockReader(Xd, np.float64, block_rows=6)
+        Ws, bs, ls = train(None, y, W, b, schedule=schedule, update=update, epochs=20,
+                           reader=reader, engine=engine)
+    finally:
+        if f is not None:
+            f.close()
+    assert rel_err(Ws + bs, W1 + b1) <= 1e-12
+    np.testing.assert_allclose(ls, l1, rtol=1e-12)
+
+
+@pytest.mark.parametrize("schedule", ["gd", "pwo"])
+def test_streamed_float32_file_trained_in_float64(tmp_path, schedule):
+    """A float32 file, a float64 network: each block is converted, never X whole."""
+    X, y, W, b = make_case(N=30)
+    X32 = X.astype(np.float32)
+    W1, b1, _ = train(X32.astype(np.float64), y, W, b, schedule=schedule, update="adam",
+                      epochs=10)
+    np.save(tmp_path / "x.npy", X32)
+    reader = BlockReader(np.load(tmp_path / "x.npy", mmap_mode="r"), np.float64,
+                         block_rows=7)
+    Ws, bs, _ = train(None, y, W, b, schedule=schedule, update="adam", epochs=10,
+                      reader=reader)
+    assert rel_err(Ws + bs, W1 + b1) <= 1e-12
+
+
+@pytest.mark.parametrize("schedule, passes", [("gd", 1), ("pwo", 2)])
+def test_reads_of_X_per_epoch(schedule, passes):
+    X, y, W, b = make_case(N=20)
+    src = Rows(X)
+    reader = BlockReader(src, np.float64, block_rows=6)
+    epochs = 5
+    train(None, y, W, b, schedule=schedule, update="sgd", epochs=epochs, reader=reader)
+    rows_read = sum(hi - lo for lo, hi in src.reads)
+    # the first epoch starts with one forward pass over X (fused with the gradient)
+    assert rows_read == len(y) * (1 + passes * epochs)
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+@pytest.mark.parametrize("schedule", ["gd", "pwo"])
+@pytest.mark.parametrize("update", RULES)
+def test_streamed_ranks_equal_single_process(tmp_path, schedule, update, engine):
+    """Two simulated ranks, each streaming its rows of one memmap file."""
+    X, y, W, b = make_case(N=29)
+    W1, b1, l1 = train(X, y, W, b, schedule=schedule, update=update, epochs=20,
+                       engine=engine)
+    np.save(tmp_path / "x.npy", X)
+
+    def rank(comm):
+        rows = rows_for_rank(len(y), comm.Get_rank(), comm.Get_size())
+        Xr = np.load(tmp_path / "x.npy", mmap_mode="r")[rows]
+        reader = BlockReader(Xr, np.float64, block_rows=4)
+        return train(None, y[rows], W, b, schedule=schedule, update=update, epochs=20,
+                     comm=comm, n_total=len(y), reader=reader, engine=engine)
+
+    out = run_ranks(2, rank)
+    for Wk, bk, lk in out:
+        assert rel_err(Wk + bk, W1 + b1) <= 1e-12
+        np.testing.assert_allclose(lk, l1, rtol=1e-12)
+        for a, c in zip(Wk + bk, out[0][0] + out[0][1]):
+            np.testing.assert_array_equal(a, c)
