@@ -1,9 +1,13 @@
-"""Tests of the ``poswise`` command, in-process (``main``) and as a subprocess."""
+"""Tests of ``poswise compare``/``reproduce`` and the argument parser, in-process
+(``main``) and as a subprocess (``poswise train``: test_cli_train.py)."""
+import inspect
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import matplotlib
@@ -41,13 +45,31 @@ def check_png(path):
 
 
 def table_rows(text):
-    """The rows of the results table: (lr, optimizer) -> list of cells."""
+    """The rows of the results table: (lr, schedule, rule) -> list of cells."""
     rows = {}
     for line in text.splitlines():
-        cells = line.split()
-        if len(cells) >= 9 and cells[1] in ("GD", "PWO"):
-            rows[(float(cells[0]), cells[1])] = cells
+        cells = re.split(r"\s{2,}", line.strip())
+        if len(cells) >= 11 and re.fullmatch(r"[0-9.e-]+", cells[0]) and cells[1] in (
+                "GD", "PWO", "layer-wise GD"):
+            rows[(float(cells[0]), cells[1], cells[2])] = cells
     return rows
+
+
+def trainers_take_update():
+    from poswise import GradientDescent
+    return "update" in inspect.signature(GradientDescent).parameters
+
+
+def child_env():
+    env = dict(os.environ)
+    env["PYTHONPATH"] = SRC + os.pathsep + env.get("PYTHONPATH", "")
+    return env
+
+
+def default_sigint():
+    # A shell's background job inherits SIGINT as ignored, and Python keeps it ignored:
+    # give the child the default disposition so that it installs its Ctrl-C handler.
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def assert_no_traceback(stderr):
@@ -61,9 +83,9 @@ def test_compare_in_process(tmp_path, capsys):
     assert main(["compare", "--out", str(out), *FAST]) == 0
     captured = capsys.readouterr()
     rows = table_rows(captured.out)
-    assert set(rows) == {(0.1, "GD"), (0.1, "PWO")}
-    assert rows[(0.1, "GD")][2] == "2/2"
-    assert "lr  opt  reached  epochs  seconds" in captured.out
+    assert set(rows) == {(0.1, "GD", "SGD"), (0.1, "PWO", "SGD")}
+    assert rows[(0.1, "GD", "SGD")][3] == "2/2"
+    assert "lr  schedule  rule  reached  epochs  seconds" in captured.out
     assert f"Wrote to {out.resolve()}" in captured.out
     assert captured.err == ""                       # --quiet
     res = json.loads((out / "results.json").read_text())
@@ -73,6 +95,7 @@ def test_compare_in_process(tmp_path, capsys):
     assert s["lr"] == [0.1] and s["target_loss"] == 0.1 and s["seeds"] == [0, 1]
     assert s["threads"] is None                     # BLAS default: N > D / 2
     assert s["command"].startswith("poswise compare --out")
+    assert s["optimizers"] == ["gd", "pwo"] and s["updates"] == ["sgd"]
     assert len(res["runs"]) == 4
     for r in res["runs"]:
         assert len(r["loss"]) == len(r["seconds"]) == r["epochs"] + 1
@@ -81,7 +104,7 @@ def test_compare_in_process(tmp_path, capsys):
         digests = {r["init_digest"] for r in res["runs"] if r["seed"] == seed}
         assert len(digests) == 1
     gd = res["summary"]["by_lr"][0]
-    assert rows[(0.1, "GD")][3] == f"{gd['epochs_to_target']:.0f}"
+    assert rows[(0.1, "GD", "SGD")][4] == f"{gd['epochs_to_target']:.0f}"
     assert (out / "table.txt").read_text().startswith("$ poswise compare")
     check_png(out / "comparison.png")
 
@@ -90,17 +113,21 @@ def test_compare_sweep_writes_all_figures(tmp_path, capsys):
     out = tmp_path / "sweep"
     code = main(["compare", "--lr", "0.1,0.2", "--thresholds", "0.5",
                  "--paper-loss-thresholds", "0.3", "--hidden", "8,4", "--out", str(out),
-                 *FAST])
+                 "--format", "png,pdf,svg", *FAST])
     assert code == 0
     text = capsys.readouterr().out
-    assert set(table_rows(text)) == {(0.1, "GD"), (0.1, "PWO"), (0.2, "GD"), (0.2, "PWO")}
+    assert set(table_rows(text)) == {(lr, o, "SGD") for lr in (0.1, 0.2)
+                                     for o in ("GD", "PWO")}
     assert "Each at its best lr" in text
-    for name in ("comparison.png", "lr_sweep.png", "comparison_lr0p1.png",
-                 "comparison_lr0p2.png", "comparison_paper_loss.png"):
-        check_png(out / name)
+    for name in ("comparison", "lr_sweep", "comparison_lr0p1", "comparison_lr0p2",
+                 "comparison_paper_loss"):
+        check_png(out / f"{name}.png")
+        assert (out / f"{name}.pdf").read_bytes()[:4] == b"%PDF"
+        assert b"<svg" in (out / f"{name}.svg").read_bytes()[:1000]
+    assert not list(out.glob("*.tmp")) and not list(out.glob(".*"))
     res = json.loads((out / "results.json").read_text())
     assert res["settings"]["sizes"] == [20, 8, 4, 1]
-    assert set(res["summary"]["best"]) == {"gd", "pwo"}
+    assert set(res["summary"]["best"]) == {"gd+sgd", "pwo+sgd"}
     assert all("paper_loss" in r for r in res["runs"])
 
 
@@ -108,9 +135,9 @@ def test_compare_subprocess_default_out(tmp_path):
     proc = run_cli("compare", "--seeds", "1", "--max-epochs", "300", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert_no_traceback(proc.stderr)
-    assert set(table_rows(proc.stdout)) == {(0.1, "GD"), (0.1, "PWO")}
-    # Per-run lines on stderr; no progress bar (stderr is not a terminal).
-    assert "[1/2] seed 0 lr 0.1  GD:" in proc.stderr and "\r" not in proc.stderr
+    assert set(table_rows(proc.stdout)) == {(0.1, "GD", "SGD"), (0.1, "PWO", "SGD")}
+    # Per-run lines on stderr; no live progress line (stderr is not a terminal).
+    assert "[1/2] seed 0 lr 0.1 GD:" in proc.stderr and "\r" not in proc.stderr
     out = tmp_path / "poswise-out"
     assert json.loads((out / "results.json").read_text())["runs"]
     check_png(out / "comparison.png")
@@ -121,13 +148,26 @@ def test_compare_subprocess_default_out(tmp_path):
     (["compare", "--lr", "abc"], "argument --lr"),
     (["compare", "--hidden", "20,0"], "argument --hidden: expected comma-separated"),
     (["compare", "--seeds", "0"], "argument --seeds"),
-    (["compare", "--max-epochs", "1.5"], "argument --max-epochs: expected an integer >= 1"),
+    (["compare", "--max-epochs", "1.5"],
+     "argument --max-epochs/--epochs: expected an integer >= 1"),
     (["compare", "--target-loss", "-1"], "argument --target-loss"),
     (["compare", "--dataset", "imagenet"], "argument --dataset: invalid choice"),
     (["compare", "--dtype", "float16"], "argument --dtype: invalid choice"),
     (["train", "--optimizer", "adam"], "argument --optimizer: invalid choice"),
     (["reproduce", "svhn"], "invalid choice"),
     ([], "required"),
+    # No prefix matching: a prefix is an unknown option, not a guess at a longer one.
+    (["compare", "--data-d", "x"], "unrecognized arguments: --data-d"),
+    (["compare", "--max-ep", "3"], "unrecognized arguments: --max-ep"),
+    (["compare", "--targ", "0.1"], "unrecognized arguments: --targ"),
+    (["--vers", "compare"], "unrecognized arguments: --vers"),
+    (["compare", "--update", "lion"], "argument --update: expected update rules among"),
+    (["compare", "--update", "sgd,sgd"], "argument --update"),
+    (["compare", "--optimizers", "gd,adam"], "argument --optimizers: expected schedules"),
+    (["compare", "--betas", "0.9"], "argument --betas: expected two numbers in [0, 1)"),
+    (["compare", "--momentum", "1.5"], "argument --momentum: expected a number in [0, 1)"),
+    (["compare", "--format", "gif"], "argument --format: expected figure formats among"),
+    (["compare", "--quiet", "--progress"], "not allowed with argument"),
 ])
 def test_bad_arguments_in_process(args, message, capsys):
     with pytest.raises(SystemExit) as exc:
@@ -139,6 +179,13 @@ def test_bad_arguments_in_process(args, message, capsys):
 
 @pytest.mark.parametrize("args, message", [
     (["train", "--lr", "0.1,0.2"], "--lr takes one learning rate for 'train'"),
+    (["train", "--update", "sgd,adam"], "--update takes one rule for 'train'"),
+    (["compare", "--update", "sgd", "--betas", "0.8,0.9"],
+     "betas apply to none of the rules sgd"),
+    (["compare", "--dataset", "cat", "--data", "x.npz"], "either --dataset or --data"),
+    (["compare", "--name", "mine"], "--name names the data of --data FILE"),
+    (["train", "--name", "mine"], "--name names the data of --data FILE"),
+    (["train", "--dataset", "cat", "--data", "x.npz"], "either --dataset or --data"),
     (["compare", "--loss", "am_softmax", "--hidden", "none", "--batch-size", "3",
       "--threads", "1", "--init", "he_normal", "--seeds", "1", "--max-epochs", "1",
       "--lr", "1e-400"], "--lr"),
@@ -171,10 +218,13 @@ def test_missing_data_exits_1_with_the_loaders_message(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "poswise compare: error: Cat files not found" in err
     assert "CatClassificationTrain.h5" in err and "--data-dir" in err
+    assert "path=" not in err and "download=True" not in err   # no Python advice
+    assert not (tmp_path / "o" / "results.json").exists()
     assert main(["reproduce", "cifar10", "--data-dir", str(empty), "--quiet"]) == 1
     assert "CIFAR-10 files not found" in capsys.readouterr().err
     proc = run_cli("train", "--dataset", "mnist", "--data-dir", str(empty), cwd=tmp_path)
     assert proc.returncode == 1 and "MNIST" in proc.stderr
+    assert "--download" in proc.stderr and "download=True" not in proc.stderr
     assert_no_traceback(proc.stderr)
 
 
@@ -199,12 +249,13 @@ def data_home():
 
 def test_compare_cat(data_home, tmp_path, capsys):
     out = tmp_path / "cat"
-    code = main(["compare", "--dataset", "cat", "--data-dir", str(data_home), "--lr", "0.01",
+    code = main(["compare", "--dataset", "cat", "--data-dir", str(data_home), "--lr",
+                 "0.01",
                  "--target-loss", "0.1", "--max-epochs", "5000", "--seeds", "2", "--out",
                  str(out), "--quiet"])
     assert code == 0
     rows = table_rows(capsys.readouterr().out)
-    assert rows[(0.01, "GD")][2] == "2/2" and rows[(0.01, "PWO")][2] == "2/2"
+    assert rows[(0.01, "GD", "SGD")][3] == "2/2" and rows[(0.01, "PWO", "SGD")][3] == "2/2"
     res = json.loads((out / "results.json").read_text())
     assert res["settings"]["sizes"] == [12288, 20, 7, 5, 1]
     assert res["settings"]["n_train"] == 209 and res["settings"]["n_test"] == 50
@@ -225,88 +276,10 @@ def test_reproduce_cat_uses_the_papers_settings(data_home, tmp_path, capsys):
         [20, 7, 5], "bce", [0.01], 0.1, "xavier_normal", "float64")
 
 
-# --------------------------------------------------------------------------- train
-
-def test_train_saves_model_and_history(tmp_path, capsys):
-    from poswise.io import load_model
-    save = tmp_path / "m" / "model.npz"
-    assert main(["train", "--optimizer", "gd", "--max-epochs", "30", "--target-loss",
-                 "none", "--save", str(save), "--seed", "3", "--quiet"]) == 0
-    out = capsys.readouterr().out
-    assert "GD ran its 30 epochs" in out and str(save) in out
-    net = load_model(save)
-    assert net.sizes == (20, 20, 7, 5, 1)
-    hist = json.loads((tmp_path / "m" / "model.history.json").read_text())
-    assert hist["optimizer"] == "gd" and hist["epochs"] == 30
-    assert hist["stopped_reason"] == "max_epochs" and len(hist["loss"]) == 31
-    assert hist["settings"]["seed"] == 3 and hist["model_file"] == "model.npz"
-    # The saved network is the trained one: its loss is the history's last entry.
-    from poswise.datasets import make_synthetic
-    from poswise.cli import SYNTHETIC
-    ds = make_synthetic(**SYNTHETIC)
-    p = np.clip(net.predict_proba(ds.X_train)[:, 0], 1e-300, 1)
-    q = np.clip(1 - net.predict_proba(ds.X_train)[:, 0], 1e-300, 1)
-    bce = -np.mean(ds.y_train * np.log(p) + (1 - ds.y_train) * np.log(q))
-    assert bce == pytest.approx(hist["loss"][-1], rel=1e-6)
-
-
-def test_train_checkpoint_and_resume_match_a_straight_run(tmp_path, capsys):
-    from poswise.cli import _fit_supports
-    if not _fit_supports("checkpoint", "checkpoint_every", "resume"):
-        pytest.skip("the trainers do not support checkpoints yet")
-    common = ["train", "--optimizer", "pwo", "--target-loss", "none", "--quiet"]
-    assert main([*common, "--max-epochs", "40", "--save", str(tmp_path / "full.npz")]) == 0
-    assert main([*common, "--max-epochs", "20", "--save", str(tmp_path / "half.npz"),
-                 "--checkpoint-every", "10"]) == 0
-    ckpt = tmp_path / "half.ckpt.npz"
-    assert ckpt.is_file()
-    assert main([*common, "--max-epochs", "40", "--save", str(tmp_path / "resumed.npz"),
-                 "--resume", str(ckpt)]) == 0
-    capsys.readouterr()
-    full = json.loads((tmp_path / "full.history.json").read_text())
-    resumed = json.loads((tmp_path / "resumed.history.json").read_text())
-    assert resumed["epochs"] == 40
-    np.testing.assert_allclose(resumed["loss"], full["loss"], rtol=1e-12)
-    # A checkpoint made with other settings is refused with a message, no traceback.
-    code = main([*common, "--lr", "0.3", "--max-epochs", "40", "--save",
-                 str(tmp_path / "x.npz"), "--resume", str(ckpt)])
-    assert code == 1
-    assert "other trainer settings" in capsys.readouterr().err
-
-
-def test_train_ctrl_c_saves_and_exits_130(tmp_path):
-    """SIGINT to a running ``poswise train``: exit 130, model and history saved."""
-    pytest.importorskip("poswise.io")
-    from poswise.io import load_model
-    save = tmp_path / "model.npz"
-    env = dict(os.environ)
-    env["PYTHONPATH"] = SRC + os.pathsep + env.get("PYTHONPATH", "")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "poswise", "train", "--max-epochs", "100000000",
-         "--target-loss", "none", "--save", str(save)],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
-    try:
-        # The line is printed from inside the training loop's Ctrl-C handler.
-        first = proc.stderr.readline()
-        assert first.startswith("Training PWO"), first
-        proc.send_signal(signal.SIGINT)
-        out, err = proc.communicate(timeout=60)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate()
-    assert proc.returncode == 130, err
-    assert_no_traceback(err)
-    assert "Interrupted" in err and "was interrupted after epoch" in out
-    net = load_model(save)
-    assert net.sizes == (20, 20, 7, 5, 1)
-    hist = json.loads((tmp_path / "model.history.json").read_text())
-    assert hist["stopped_reason"] == "interrupted"
-    assert hist["epochs"] == len(hist["loss"]) - 1 >= 0
-
+# --------------------------------------------------------------------------- results
 
 def test_results_json_thins_long_curves(tmp_path):
-    from poswise.cli import MAX_CURVE_POINTS, _for_json
+    from poswise.experiments import MAX_CURVE_POINTS, for_json as _for_json
     from poswise.plots import plot_comparison
     n = 3 * MAX_CURVE_POINTS + 7
     loss = list(np.linspace(1.0, 0.05, n))
@@ -331,8 +304,9 @@ def test_results_json_thins_long_curves(tmp_path):
         loss[:10], rel=1e-6)
     assert results["runs"][0]["loss"] is loss               # the input is not modified
     fig = plot_comparison(json.loads(json.dumps(out)))
-    xs = fig.axes[0].get_lines()[0].get_xdata()
-    np.testing.assert_array_equal(xs, kept)
+    xs, ys = fig.axes[0].get_lines()[0].get_data()
+    assert xs[0] == 0 and xs[-1] == n - 1          # epochs, not indices of kept entries
+    np.testing.assert_allclose(np.interp(kept, xs, ys), np.asarray(loss)[kept], rtol=1e-6)
 
 
 def test_am_softmax_drops_the_presets_target(tmp_path, capsys):
@@ -345,20 +319,158 @@ def test_am_softmax_drops_the_presets_target(tmp_path, capsys):
     assert "No target loss" in capsys.readouterr().out
 
 
-def test_progress_bar_only_on_a_terminal_for_long_runs(monkeypatch):
-    from types import SimpleNamespace
-    from poswise.cli import _progress_wanted, _threads
-    mnist_like = SimpleNamespace(n_train=60000, n_features=784)
-    cat_like = SimpleNamespace(n_train=209, n_features=12288)
-    small = SimpleNamespace(n_train=500, n_features=20)
-    args = SimpleNamespace(quiet=False, first_layer="auto", batch_size=None, threads=None)
-    monkeypatch.setattr(sys.stderr, "isatty", lambda: True, raising=False)
-    assert _progress_wanted(args, mnist_like)
-    assert not _progress_wanted(args, cat_like) and not _progress_wanted(args, small)
-    assert not _progress_wanted(SimpleNamespace(**{**vars(args), "quiet": True}),
-                                mnist_like)
-    monkeypatch.setattr(sys.stderr, "isatty", lambda: False, raising=False)
-    assert not _progress_wanted(args, mnist_like)
-    # --threads is passed on; without it the trainers choose (see test_trainers.py).
-    assert _threads(args, cat_like) is None
-    assert _threads(SimpleNamespace(**{**vars(args), "threads": 2}), cat_like) == 2
+
+
+# --------------------------------------------------------------------------- new options
+
+def test_epochs_is_an_alias_of_max_epochs(tmp_path, capsys):
+    out = tmp_path / "o"
+    assert main(["compare", "--epochs", "7", "--target-loss", "none", "--seeds", "1",
+                 "--quiet", "--out", str(out)]) == 0
+    res = json.loads((out / "results.json").read_text())
+    assert res["settings"]["max_epochs"] == 7
+    assert all(r["epochs"] == 7 for r in res["runs"])
+
+
+def test_own_data_file_with_a_name(tmp_path, capsys):
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((90, 6))
+    y = (X[:, 0] + 0.3 * X[:, 1] > 0).astype(np.int64)
+    path = tmp_path / "mine.npz"
+    np.savez(path, X_train=X[:60], y_train=y[:60], X_test=X[60:], y_test=y[60:])
+    out = tmp_path / "o"
+    assert main(["compare", "--data", str(path), "--name", "my-data", "--hidden", "5",
+                 "--lr", "0.1", "--epochs", "20", "--seeds", "1", "--quiet", "--out",
+                 str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "Dataset my-data (60 train / 30 validation samples, 6 features)" in text
+    res = json.loads((out / "results.json").read_text())
+    assert res["settings"]["dataset"] == "my-data" and res["settings"]["sizes"] == [6, 5, 1]
+    assert res["settings"]["dataset_key"] == "file"
+
+
+def test_dataset_choices_are_the_registry(capsys):
+    from poswise.datasets import DATASETS
+    with pytest.raises(SystemExit):
+        main(["compare", "--dataset", "nope"])
+    err = capsys.readouterr().err
+    assert "fashion_mnist" in DATASETS
+    for name in DATASETS:
+        assert name in err
+
+
+@pytest.mark.skipif(not trainers_take_update(), reason="trainers without update rules")
+def test_compare_schedules_times_rules(tmp_path, capsys):
+    out = tmp_path / "rules"
+    assert main(["compare", "--update", "sgd,momentum,adam", "--lr", "0.05,0.1",
+                 "--momentum", "0.8", "--betas", "0.85,0.99", "--epochs", "30", "--seeds",
+                 "2", "--quiet", "--out", str(out)]) == 0
+    rows = table_rows(capsys.readouterr().out)
+    assert set(rows) == {(lr, o, u) for lr in (0.05, 0.1) for o in ("GD", "PWO")
+                         for u in ("SGD", "momentum", "Adam")}
+    res = json.loads((out / "results.json").read_text())
+    assert len(res["runs"]) == 2 * 2 * 2 * 3
+    params = {r["update"]: r["update_params"] for r in res["runs"]}
+    assert params["momentum"]["momentum"] == 0.8
+    assert params["adam"]["betas"] == [0.85, 0.99]
+    assert len(res["summary"]["by_lr"]) == 2 * 2 * 3
+
+
+def test_output_folder_problems_are_found_before_training(tmp_path, capsys):
+    afile = tmp_path / "afile"
+    afile.write_text("x")
+    t0 = time.perf_counter()
+    assert main(["compare", "--out", str(afile), "--epochs", "100000", "--target-loss",
+                 "none"]) == 1
+    err = capsys.readouterr().err
+    assert "--out" in err and "afile" in err and "Comparing" not in err
+    out = tmp_path / "o"
+    (out / "results.json").mkdir(parents=True)
+    assert main(["compare", "--out", str(out), "--epochs", "100000", "--target-loss",
+                 "none"]) == 1
+    err = capsys.readouterr().err
+    assert "results.json" in err and "is a folder" in err and "Comparing" not in err
+    assert time.perf_counter() - t0 < 30          # nothing was trained
+    assert sorted(p.name for p in out.iterdir()) == ["results.json"]
+
+
+def test_write_text_cleans_up_its_temporaries(tmp_path, monkeypatch):
+    from poswise.cli import _common
+    target = tmp_path / "results.json"
+    # A temporary left by a killed writer (a process that no longer exists).
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True).stdout.strip()
+    stale = tmp_path / f".results.json.{dead}-0123456789ab.tmp"
+    stale.write_text("half")
+    _common.write_text(target, "one")
+    assert target.read_text() == "one" and not stale.exists()
+
+    def fail(*args):
+        raise OSError(28, "No space left on device")
+    monkeypatch.setattr(_common.os, "replace", fail)
+    with pytest.raises(OSError):
+        _common.write_text(target, "two")
+    assert target.read_text() == "one"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["results.json"]
+
+
+def test_broken_pipe_is_quiet_and_results_are_written(tmp_path):
+    """``poswise compare | head -0``: the reader is gone before the table is printed."""
+    proc = subprocess.Popen([sys.executable, "-m", "poswise", "compare", "--seeds", "1",
+                             "--epochs", "200"], cwd=tmp_path, env=child_env(),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc.stdout.close()
+    err = proc.stderr.read().decode()
+    proc.wait(timeout=120)
+    assert proc.returncode == 0, err
+    assert_no_traceback(err)
+    assert "BrokenPipe" not in err and "Exception ignored" not in err
+    out = tmp_path / "poswise-out"
+    assert json.loads((out / "results.json").read_text())["runs"]
+    check_png(out / "comparison.png")
+
+
+def test_compare_sigterm_keeps_finished_runs_and_exits_143(tmp_path):
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "poswise", "compare", "--seeds", "50", "--epochs", "3000",
+         "--target-loss", "none", "--hidden", "8"], cwd=tmp_path, env=child_env(),
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        while True:
+            line = proc.stderr.readline()
+            assert line, "compare ended before its first run"
+            if line.startswith("[2/"):
+                break
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 143, err
+    assert_no_traceback(err)
+    res = json.loads((tmp_path / "poswise-out" / "results.json").read_text())
+    assert res["interrupted"] is True and 2 <= len(res["runs"]) < 100
+    assert "INTERRUPTED" in out
+
+
+def test_readme_commands_parse():
+    """Every ``poswise`` command of the README's command-line section uses options that
+    exist (running them is the job of the examples' own tests above)."""
+    import shlex
+    from poswise.cli import build_parser
+    readme = Path(SRC).parent / "README.md"
+    if not readme.is_file():
+        pytest.skip("README.md is not beside the package (installed package)")
+    text = readme.read_text(encoding="utf-8")
+    section = text[text.index("## The command line"):]
+    block = section[section.index("```bash") + 7:]
+    block = block[:block.index("```")].replace("\\\n", " ")
+    commands = [line.split("#")[0] for line in block.splitlines()
+                if line.startswith("poswise ")]
+    assert len(commands) >= 5
+    parser = build_parser()
+    for cmd in commands:
+        args = parser.parse_args(shlex.split(cmd)[1:])
+        assert args.command in ("compare", "train", "reproduce")
+    assert "../shared" not in text and "/work/" not in text

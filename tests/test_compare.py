@@ -1,4 +1,5 @@
-"""Tests of poswise.compare: identical starts, the results dict, medians and the table."""
+"""Tests of poswise.experiments (and its old name poswise.compare): identical starts, the
+results dict, medians, update rules and the table."""
 import json
 import math
 
@@ -6,15 +7,16 @@ import numpy as np
 import pytest
 
 from poswise import GradientDescent, MLP, PositionWise
-from poswise import compare as cmp
 from poswise.compare import CompareError, compare, crossing, format_table, paper_loss, \
     summarize
+from poswise.experiments import paper as pl, running, settings
 from poswise.datasets import make_synthetic
 
 RUN_KEYS = {"optimizer", "seed", "lr", "epochs", "epochs_to_target", "seconds_to_target",
             "final_loss", "final_val_loss", "final_val_accuracy", "final_train_accuracy",
             "loss", "val_loss", "val_accuracy", "seconds", "stopped_reason", "first_layer",
-            "init_digest", "wall_seconds", "crossings"}
+            "init_digest", "wall_seconds", "crossings", "update", "update_params", "label",
+            "setup_seconds"}
 
 
 @pytest.fixture(scope="module")
@@ -42,7 +44,8 @@ def test_results_structure(sweep):
         assert RUN_KEYS <= set(r)
         assert len(r["loss"]) == len(r["seconds"]) == len(r["val_loss"]) == r["epochs"] + 1
         assert r["stopped_reason"] == "target_reached"
-        assert r["loss"][r["epochs_to_target"]] < 0.3 <= r["loss"][r["epochs_to_target"] - 1]
+        e = r["epochs_to_target"]
+        assert r["loss"][e] < 0.3 <= r["loss"][e - 1]
         assert r["seconds_to_target"] == r["seconds"][r["epochs_to_target"]]
         assert 0.0 <= r["final_train_accuracy"] <= 1.0
         # The crossing at the target level is the target epoch itself.
@@ -97,13 +100,16 @@ def test_summary_medians_and_best(sweep):
         assert e["final_loss"] == pytest.approx(np.median([r["final_loss"] for r in runs]))
     for opt in ("gd", "pwo"):
         cands = [e for e in summ["by_lr"] if e["optimizer"] == opt]
-        assert summ["best"][opt]["epochs_to_target"] == min(
+        assert summ["best"][opt + "+sgd"]["epochs_to_target"] == min(
             e["epochs_to_target"] for e in cands)
     eq = summ["ratios"]["equal_lr"]
     assert [r["lr"] for r in eq] == [0.1, 0.3]
     g, p = summ["by_lr"][0], summ["by_lr"][1]
     assert eq[0]["epochs"] == pytest.approx(g["epochs_to_target"] / p["epochs_to_target"])
-    assert summ["ratios"]["best_lr"]["gd_lr"] == summ["best"]["gd"]["lr"]
+    (b,) = summ["ratios"]["best_lr"]
+    assert (b["optimizer"], b["versus"], b["update"]) == ("gd", "pwo", "sgd")
+    assert b["lr"] == summ["best"]["gd+sgd"]["lr"]
+    assert b["versus_lr"] == summ["best"]["pwo+sgd"]["lr"]
 
 
 def _fake(runs, lrs, target=1.0):
@@ -140,7 +146,7 @@ def test_best_lr_ties_broken_by_time():
     runs.append({"optimizer": "pwo", "lr": 0.8, "seed": 0, "epochs_to_target": None,
                  "seconds_to_target": None})
     summ = summarize(_fake(runs, [0.1, 0.2, 0.4, 0.8]))
-    assert summ["best"]["gd"]["lr"] == 0.2 and summ["best"]["pwo"]["lr"] == 0.2
+    assert summ["best"]["gd+sgd"]["lr"] == 0.2 and summ["best"]["pwo+sgd"]["lr"] == 0.2
 
 
 def test_no_target_trains_the_budget_and_ranks_by_final_loss(data):
@@ -149,7 +155,8 @@ def test_no_target_trains_the_budget_and_ranks_by_final_loss(data):
         assert r["epochs"] == 25 and r["epochs_to_target"] is None
         assert r["stopped_reason"] == "max_epochs"
     for opt, e in res["summary"]["best"].items():
-        others = [x["final_loss"] for x in res["summary"]["by_lr"] if x["optimizer"] == opt]
+        others = [x["final_loss"] for x in res["summary"]["by_lr"]
+                  if f"{x['optimizer']}+{x['update']}" == opt]
         assert e["final_loss"] == min(others)
     text = format_table(res)
     assert "No target loss" in text
@@ -165,10 +172,10 @@ def test_unreached_target_in_table(data):
 def test_format_table(sweep):
     text = format_table(sweep)
     lines = text.splitlines()
-    assert any(line.split()[:2] == ["lr", "opt"] for line in lines)
+    assert any(line.split()[:3] == ["lr", "schedule", "rule"] for line in lines)
     for lr in ("0.1", "0.3"):
-        assert any(line.split()[:2] == [lr, "GD"] for line in lines)
-        assert any(line.split()[:2] == [lr, "PWO"] for line in lines)
+        assert any(line.split()[:3] == [lr, "GD", "SGD"] for line in lines)
+        assert any(line.split()[:3] == [lr, "PWO", "SGD"] for line in lines)
     assert "Each at its best lr" in text
     assert "fell below each level" in text
     # The table is the same from the JSON round trip (what results.json holds).
@@ -213,7 +220,7 @@ def test_crossing():
 
 
 def test_interrupt_keeps_finished_runs(data, monkeypatch):
-    original = cmp._train_one
+    original = running._train_one
     calls = []
 
     def flaky(*args, **kwargs):
@@ -221,7 +228,7 @@ def test_interrupt_keeps_finished_runs(data, monkeypatch):
         if len(calls) == 3:
             raise KeyboardInterrupt
         return original(*args, **kwargs)
-    monkeypatch.setattr(cmp, "_train_one", flaky)
+    monkeypatch.setattr(running, "_train_one", flaky)
     res = compare(data, hidden=(6,), lr=0.1, max_epochs=5, seeds=2, warmup=False)
     assert res["interrupted"] is True and len(res["runs"]) == 2
     assert "INTERRUPTED" in format_table(res)
@@ -268,7 +275,7 @@ def test_fast_paper_loss_matches_the_checked_one(K, output):
     net = MLP((6, 5, K), rng=1, output=output)
     X = rng.standard_normal((40, 6)) * 3
     y = rng.integers(0, max(K, 2), 40)
-    assert cmp._paper_loss_fast(net, X, cmp._targets(y, K)) == pytest.approx(
+    assert pl.fast(net, X, pl.targets(y, K)) == pytest.approx(
         paper_loss(net, X, y), rel=1e-12)
 
 
@@ -283,7 +290,7 @@ def test_paper_loss_is_dense_until_the_lowest_threshold_then_strided():
         assert e is not None and curve[e] < 0.6
         assert all(v is not None for v in curve[:e + 1])
         gaps = [i for i, v in enumerate(curve) if v is None]
-        assert gaps and all(i > e and i % cmp.PAPER_LOSS_STRIDE for i in gaps)
+        assert gaps and all(i > e and i % running.PAPER_LOSS_STRIDE for i in gaps)
         # For one sigmoid output the paper's loss is the BCE (up to its epsilon).
         assert curve[e] == pytest.approx(r["loss"][e], abs=1e-4)
 
@@ -292,14 +299,14 @@ def test_paper_loss_time_is_not_training_time(data, monkeypatch):
     # A fake clock that jumps 100 s whenever the paper's loss is computed: none of it may
     # show in the training seconds (no real time is measured here).
     import time
-    real_clock, real_loss = time.perf_counter, cmp._paper_loss_fast
+    real_clock, real_loss = time.perf_counter, pl.fast
     jump = [0.0]
     monkeypatch.setattr(time, "perf_counter", lambda: real_clock() + jump[0])
 
     def slow(*args):
         jump[0] += 100.0
         return real_loss(*args)
-    monkeypatch.setattr(cmp, "_paper_loss_fast", slow)
+    monkeypatch.setattr(pl, "fast", slow)
     run = compare(data, hidden=(4,), lr=0.1, max_epochs=20, seeds=1, warmup=False,
                   paper_loss_thresholds=[1e-9])["runs"][0]
     assert all(v is not None for v in run["paper_loss"])        # computed every epoch
@@ -318,10 +325,117 @@ def test_paired_seed_by_seed_counts():
             runs.append({"optimizer": opt, "lr": 0.1, "seed": seed, "epochs_to_target": e,
                          "seconds_to_target": None if e is None else e / 10})
     w = summarize(_fake(runs, [0.1]))["ratios"]["equal_lr"][0]["paired"]
-    assert w == {"n_seeds": 6, "pwo_fewer_epochs": 2, "gd_fewer_epochs": 2,
-                 "pwo_less_time": 2, "gd_less_time": 2}
+    assert w == {"n_seeds": 6, "fewer_epochs": {"pwo": 2, "gd": 2},
+                 "less_time": {"pwo": 2, "gd": 2}}
     res = _fake(runs, [0.1])
     res["settings"].update(dataset="d", n_train=1, n_test=1, n_features=1, sizes=[1, 1],
                            activation="relu", loss="bce", dtype="float64",
                            init="xavier_normal", max_epochs=100)
     assert "seed by seed, PWO needed fewer epochs on 2/6 (GD on 2)" in format_table(res)
+
+
+# --------------------------------------------------------------------------- update rules
+
+def _trainers_take_update():
+    import inspect
+    return "update" in inspect.signature(GradientDescent).parameters
+
+
+def test_rule_overrides_go_to_the_rules_that_take_them():
+    from poswise.updates import SGD, Adam, RMSprop
+    rules = dict(settings.resolve_rules(["momentum", "adam", "rmsprop"],
+                                       {"momentum": 0.8, "eps": 1e-6}))
+    assert rules["momentum"] == SGD(momentum=0.8)
+    assert rules["adam"] == Adam(eps=1e-6)
+    assert rules["rmsprop"] == RMSprop(momentum=0.8, eps=1e-6)
+    assert dict(settings.resolve_rules("sgd"))["sgd"] == SGD()
+    with pytest.raises(CompareError, match="betas apply to none of the rules sgd"):
+        settings.resolve_rules(["sgd"], {"betas": (0.8, 0.9)})
+    with pytest.raises(CompareError, match="repeats 'adam'"):
+        settings.resolve_rules(["adam", Adam()])
+    with pytest.raises(CompareError, match="'update' parameter of compare"):
+        settings.resolve_rules(["lion"])
+
+
+def _two_rule_runs():
+    runs = []
+    for upd, scale in (("sgd", 1.0), ("adam", 0.5)):
+        for lr in (0.1, 0.2):
+            for seed in (0, 1, 2):
+                for opt, e in (("gd", 100), ("pwo", 60)):
+                    ep = int(e * scale / (lr * 10)) + seed
+                    runs.append({"optimizer": opt, "update": upd, "lr": lr, "seed": seed,
+                                 "epochs_to_target": ep, "seconds_to_target": ep / 100,
+                                 "label": f"{opt}+{upd}"})
+    res = _fake(runs, [0.1, 0.2])
+    res["settings"].update(optimizers=["gd", "pwo"], updates=["sgd", "adam"],
+                           dataset="d", n_train=1, n_test=1, n_features=1, sizes=[1, 1],
+                           activation="relu", loss="bce", dtype="float64",
+                           init="xavier_normal", max_epochs=1000)
+    return res
+
+
+def test_one_summary_entry_and_table_row_per_schedule_rule_and_lr():
+    res = _two_rule_runs()
+    summ = summarize(res)
+    keys = [(e["optimizer"], e["update"], e["lr"]) for e in summ["by_lr"]]
+    assert sorted(keys) == sorted((o, u, lr) for o in ("gd", "pwo") for u in ("sgd", "adam")
+                                  for lr in (0.1, 0.2))
+    for e in summ["by_lr"]:
+        eps = [r["epochs_to_target"] for r in res["runs"]
+               if r["optimizer"] == e["optimizer"] and r["update"] == e["update"]
+               and r["lr"] == e["lr"]]
+        assert len(eps) == 3 and e["epochs_to_target"] == np.median(eps)
+    assert set(summ["best"]) == {"gd+sgd", "pwo+sgd", "gd+adam", "pwo+adam"}
+    assert all(b["lr"] == 0.2 for b in summ["best"].values())
+    # Ratios compare schedules under the same rule.
+    eq = summ["ratios"]["equal_lr"]
+    assert {(r["optimizer"], r["versus"], r["update"], r["lr"]) for r in eq} == {
+        ("gd", "pwo", u, lr) for u in ("sgd", "adam") for lr in (0.1, 0.2)}
+    for r in eq:
+        g = next(e for e in summ["by_lr"] if (e["optimizer"], e["update"], e["lr"])
+                 == ("gd", r["update"], r["lr"]))
+        p = next(e for e in summ["by_lr"] if (e["optimizer"], e["update"], e["lr"])
+                 == ("pwo", r["update"], r["lr"]))
+        assert r["epochs"] == pytest.approx(g["epochs_to_target"] / p["epochs_to_target"])
+    rows = [line.split()[:3] for line in format_table(res).splitlines()]
+    for o in ("GD", "PWO"):
+        for u in ("SGD", "Adam"):
+            for lr in ("0.1", "0.2"):
+                assert rows.count([lr, o, u]) == 1
+
+
+@pytest.mark.skipif(not _trainers_take_update(), reason="trainers without update rules")
+def test_compare_runs_every_schedule_and_rule(data):
+    res = compare(data, hidden=(6,), lr=[0.05], max_epochs=5, seeds=2,
+                  update=["sgd", "adam"], update_params={"betas": (0.8, 0.99)})
+    got = [(r["seed"], r["optimizer"], r["update"]) for r in res["runs"]]
+    assert got == [(s, o, u) for s in (0, 1) for u in ("sgd", "adam")
+                   for o in ("gd", "pwo")]
+    adam = [r for r in res["runs"] if r["update"] == "adam"]
+    assert all(r["update_params"]["betas"] in ([0.8, 0.99], (0.8, 0.99)) for r in adam)
+    # Same seed, same initial network for every arm; rules give different curves.
+    for seed in (0, 1):
+        assert len({r["init_digest"] for r in res["runs"] if r["seed"] == seed}) == 1
+    assert adam[0]["loss"] != res["runs"][0]["loss"]
+
+
+def test_optimizers_are_checked():
+    ds = make_synthetic(n_samples=40, n_features=4, rng=0)
+    with pytest.raises(CompareError, match="'optimizers' parameter of compare"):
+        compare(ds, optimizers=["gd", "sgd"], max_epochs=2)
+    res = compare(ds, optimizers=["pwo"], hidden=(3,), lr=0.1, max_epochs=3, seeds=1)
+    assert [r["optimizer"] for r in res["runs"]] == ["pwo"]
+    assert res["summary"]["ratios"] == {"equal_lr": [], "best_lr": []}
+
+
+def test_json_clean_makes_strict_json():
+    from poswise.registry import json_clean
+    obj = {"a": np.float32(1.5), "b": (np.nan, np.arange(3)), 7: [float("inf"), None],
+           "c": np.array([[1.0, np.nan]]), "d": np.int64(4), "e": "x"}
+    with pytest.raises(ValueError):
+        json.dumps(obj, allow_nan=False, default=lambda o: o.tolist())
+    clean = json_clean(obj)
+    assert json.loads(json.dumps(clean, allow_nan=False)) == {
+        "a": 1.5, "b": [None, [0, 1, 2]], "7": [None, None], "c": [[1.0, None]], "d": 4,
+        "e": "x"}

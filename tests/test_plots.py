@@ -58,10 +58,16 @@ def test_loss_curves_from_histories(histories, x):
     if x == "epoch":
         np.testing.assert_array_equal(xs, np.arange(41))
     else:
-        np.testing.assert_allclose(xs, histories[0].seconds)
+        # Training time: the set-up before the first epoch is subtracted.
+        h = histories[0]
+        setup = getattr(h, "setup_seconds", None)
+        setup = h.seconds[0] if setup is None else setup
+        np.testing.assert_allclose(xs, np.maximum(np.array(h.seconds) - setup, 0))
+        assert "set-up excluded" in ax.get_xlabel()
     assert [t.get_text() for t in ax.get_legend().get_texts()][:2] == ["GD, lr 0.2",
                                                                         "PWO, lr 0.2"]
     assert lines[0].get_color() != lines[1].get_color()
+    assert lines[0].get_linestyle() != lines[1].get_linestyle()
 
 
 def test_loss_curves_from_runs_into_given_axes(results):
@@ -82,31 +88,99 @@ def test_loss_curves_errors(histories):
         plot_loss_curves(3)
 
 
+def _carried_median(runs, key="loss"):
+    """Independent median over seeds per epoch, each run keeping its last value."""
+    n = max(len(r[key]) for r in runs)
+    Y = np.array([r[key] + [r[key][-1]] * (n - len(r[key])) for r in runs], dtype=float)
+    return np.median(Y, axis=0), np.percentile(Y, 25, axis=0), np.percentile(Y, 75, axis=0)
+
+
 def test_comparison_figure(results, tmp_path):
     fig = plot_comparison(results)
     ax_e, ax_s = fig.axes
-    assert ax_e.get_xlabel() == "epoch" and ax_s.get_xlabel() == "wall time (s)"
+    assert ax_e.get_xlabel() == "epoch" and "set-up excluded" in ax_s.get_xlabel()
+    assert "median of 3 seeds, band: interquartile range" in fig._suptitle.get_text()
     best = results["summary"]["best"]
+    target = results["settings"]["target_loss"]
     for ax in (ax_e, ax_s):
-        title = ax.get_title()
-        assert "GD:" in title and "PWO:" in title and "median of 3 seeds" in title
         labels = [t.get_text() for t in ax.get_legend().get_texts()]
-        assert f"GD (lr {best['gd']['lr']:g}), median seed" in labels[0]
+        assert labels[0].startswith(f"GD (lr {best['gd+sgd']['lr']:g}): ")
+        assert labels[1].startswith(f"PWO (lr {best['pwo+sgd']['lr']:g}): ")
         assert "target 0.3" in labels
-    e = best["gd"]["epochs_to_target"]
-    assert f"GD: {e:.0f} epochs" in ax_e.get_title()
-    # 3 thin lines + 1 median line per optimizer, plus the target line.
-    assert len(ax_e.get_lines()) == 2 * (3 + 1) + 1
+    lines = ax_e.get_lines()
+    assert len(lines) == 2 + 1          # one median line per optimizer, the target
+    assert lines[0].get_color() != lines[1].get_color()
+    assert lines[0].get_linestyle() != lines[1].get_linestyle()
+    title = ax_e.get_title()
+    for i, (opt, name) in enumerate((("gd", "GD"), ("pwo", "PWO"))):
+        runs = [r for r in results["runs"] if r["optimizer"] == opt
+                and r["lr"] == best[f"{opt}+sgd"]["lr"]]
+        med, q25, q75 = _carried_median(runs)
+        xs, ys = lines[i].get_data()
+        np.testing.assert_allclose(ys, med[:len(ys)])
+        # The title is read off the drawn median curve.
+        first = np.flatnonzero(med < target)
+        text = f"{first[0]} epochs" if first.size else "not reached"
+        assert f"{name}: {text}" in title
+        assert ax_e.get_legend().get_texts()[i].get_text().endswith(f"): {text}")
+        # The band is the interquartile range.
+        band = ax_e.collections[i].get_paths()[0].vertices
+        assert band[:, 1].min() == pytest.approx(q25[:len(ys)].min())
+        assert band[:, 1].max() == pytest.approx(q75[:len(ys)].max())
+    assert "set-up before the first epoch excluded" in ax_s.get_title()
+    for i, opt in enumerate(("gd", "pwo")):
+        runs = [r for r in results["runs"] if r["optimizer"] == opt
+                and r["lr"] == best[f"{opt}+sgd"]["lr"]]
+        setup = np.median([r["setup_seconds"] for r in runs])
+        assert ax_s.get_legend().get_texts()[i].get_text().endswith(
+            f"; set-up {setup:.2g} s")
     path = save_figure(fig, tmp_path / "c.png")
     check_png(path)
     assert path.stat().st_size < 200_000
+    assert not list(tmp_path.glob("*.tmp"))
+
+
+def test_comparison_with_several_rules_draws_each_pair_differently(results):
+    import copy
+    res = copy.deepcopy(results)
+    extra = []
+    for r in res["runs"]:
+        r2 = dict(r, update="adam", loss=[v * 0.9 for v in r["loss"]])
+        extra.append(r2)
+    res["runs"] += extra
+    res["settings"]["updates"] = ["sgd", "adam"]
+    from poswise.experiments import summarize
+    res["summary"] = summarize(res)
+    fig = plot_comparison(res, lr=0.3)
+    lines = fig.axes[0].get_lines()[:4]
+    labels = [t.get_text() for t in fig.axes[0].get_legend().get_texts()][:4]
+    assert [t.split(":")[0] for t in labels] == [
+        "GD + SGD (lr 0.3)", "PWO + SGD (lr 0.3)", "GD + Adam (lr 0.3)",
+        "PWO + Adam (lr 0.3)"]
+    assert len({(ln.get_color(), ln.get_linestyle()) for ln in lines}) == 4
+    assert len({ln.get_color() for ln in lines}) == 2    # the rule's colour
+    assert len({ln.get_linestyle() for ln in lines}) == 2  # the schedule's style
+    fig = plot_lr_sweep(res)
+    assert len(fig.axes[0].get_legend().get_texts()) >= 4
+
+
+@pytest.mark.parametrize("fmt, magic", [("png", PNG_SIGNATURE), ("pdf", b"%PDF"),
+                                        ("svg", b"<?xml")])
+def test_save_figure_formats(results, tmp_path, fmt, magic):
+    path = save_figure(plot_comparison(results), tmp_path / f"c.{fmt}")
+    assert path.read_bytes()[:len(magic)] == magic
+    assert [p.name for p in tmp_path.iterdir()] == [f"c.{fmt}"]
+    with pytest.raises(ValueError, match="format must be one of png, pdf, svg"):
+        save_figure(plot_comparison(results), tmp_path / "c.gif")
 
 
 def test_comparison_at_one_lr_and_other_curves(results):
-    fig = plot_comparison(results, lr=0.05, per_seed=False, key="val_loss")
+    fig = plot_comparison(results, lr=0.05, key="val_loss")
     labels = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
-    assert labels[0].startswith("GD (lr 0.05)") and labels[1].startswith("PWO (lr 0.05)")
+    assert [t.split(":")[0] for t in labels[:2]] == ["GD (lr 0.05)", "PWO (lr 0.05)"]
     assert len(fig.axes[0].get_lines()) == 2       # no target line for val_loss
+    assert len(plot_comparison(results, lr=0.05, per_seed=True).axes[0].get_lines()) \
+        == 2 * (3 + 1) + 1
     with pytest.raises(ValueError, match="'lr' parameter must be one of"):
         plot_comparison(results, lr=0.7)
     with pytest.raises(ValueError, match="No completed runs"):
@@ -149,11 +223,13 @@ def test_comparison_titles_for_the_papers_loss_and_without_target():
                   paper_loss_thresholds=[1.5])
     fig = plot_comparison(res, key="paper_loss")
     title = fig.axes[0].get_title()
-    assert title.startswith("Epochs until the paper's loss < 1.5 (1 seed)")
+    assert title.startswith("Epochs until the median curve < paper threshold 1.5")
     e = res["summary"]["by_lr"][0]["paper_crossings"][0]["epochs"]
-    assert f"GD: {e:.0f} epochs" in title
+    assert f"GD: {e:.0f} epochs" in title      # one seed: its own crossing
     assert "paper threshold 1.5" in [t.get_text()
                                      for t in fig.axes[0].get_legend().get_texts()]
+    assert "1 seed" in fig._suptitle.get_text()
     title = plot_comparison(res).axes[0].get_title()
     final = res["summary"]["by_lr"][0]["final_loss"]
-    assert title.startswith("Final training loss (1 seed)") and f"GD: {final:.4g}" in title
+    assert title.startswith("Final training loss (median curve)")
+    assert f"GD: {final:.4g}" in title
