@@ -65,7 +65,7 @@ def test_copy_beyond_available_memory_is_refused_before_allocating(small_machine
         check_X(X, np.float64)
 
 
-def test_fit_and_predict_announce_the_copy_of_a_float32_memmap(small_machine, tmp_path):
+def test_predict_announces_the_copy_of_a_float32_memmap_fit_streams_it(small_machine, tmp_path):
     path = tmp_path / "X.f32"
     mm = np.lib.format.open_memmap(path, mode="w+", dtype=np.float32, shape=(1000, 10))
     mm[:] = np.random.default_rng(0).standard_normal((1000, 10))
@@ -73,8 +73,12 @@ def test_fit_and_predict_announce_the_copy_of_a_float32_memmap(small_machine, tm
     net = poswise.MLP((10, 4, 1), rng=0)                # float64 network
     with pytest.warns(LargeCopyWarning, match="float32"):
         net.predict(mm)
-    with pytest.warns(LargeCopyWarning, match="float32"):
-        poswise.GradientDescent(0.1).fit(net, mm, y, epochs=1)
+    # fit does not copy it: the memmap is read in blocks (converted per block)
+    ref = net.copy()
+    _silent(poswise.GradientDescent(0.1).fit, net, mm, y, epochs=1)
+    poswise.GradientDescent(0.1).fit(ref, np.asarray(mm, dtype=np.float64), y, epochs=1)
+    for a, b in zip(net.weights + net.biases, ref.weights + ref.biases):
+        np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-15)
     net32 = poswise.MLP((10, 4, 1), rng=0, dtype=np.float32)
     _silent(net32.predict, mm)                          # the fix: no copy, no word
 

@@ -697,7 +697,7 @@ def _stream_reader(X, dtype, n_features):
     another row-sliceable array-like, or a memmap whose conversion would copy it (another
     dtype or layout); None for data used as they are."""
     from ._streaming import BlockReader, is_streamable
-    if not is_streamable(X):
+    if not is_streamable(X) or hasattr(X, "nnz"):      # (sparse: check_X says what to do)
         return None
     if isinstance(X, np.ndarray) and X.dtype == dtype and X.flags.c_contiguous:
         return None                    # a memmap the kernels read directly, no copy
