@@ -220,3 +220,37 @@ def test_fit_streams_X_from_disk(tmp_path, kind, schedule):
         SCHEDULES[schedule](0.05, loss="cross_entropy", batch_size=10).fit(
             MLP((9, 7, 5, 3), rng=1), Xd, y, epochs=1)
     del _streaming
+
+
+def test_cli_refuses_uncoordinated_copies(monkeypatch, tmp_path, capsys):
+    """Under an MPI launcher without --mpi, every command refuses before any output."""
+    from poswise.cli import main
+    monkeypatch.setenv("OMPI_COMM_WORLD_SIZE", "2")
+    monkeypatch.setenv("OMPI_COMM_WORLD_RANK", "1")
+    code = main(["train", "--epochs", "2", "--save", str(tmp_path / "m.npz")])
+    assert code == 2 and "without --mpi" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_cli_train_mpi(tmp_path):
+    """mpirun -n 2 poswise train --mpi: one model, written by rank 0, equal to the
+    single-process run of the same command."""
+    pytest.importorskip("mpi4py")
+    mpirun = shutil.which("mpirun") or str(Path(sys.executable).parent / "mpirun")
+    if not Path(mpirun).exists():
+        pytest.skip("no mpirun")
+    env = dict(os.environ, OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1",
+               PYTHONPATH=os.pathsep.join(p for p in (str(Path(poswise.__file__).parents[1]),
+                                                      os.environ.get("PYTHONPATH")) if p))
+    args = ["-m", "poswise", "train", "--epochs", "15", "--optimizer", "pwo", "--update",
+            "momentum", "--threads", "1", "--quiet"]
+    proc = subprocess.run([mpirun, "--oversubscribe", "-n", "2", sys.executable, *args,
+                           "--mpi", "--save", str(tmp_path / "mpi.npz")], env=env,
+                          capture_output=True, text=True, timeout=180)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    one = subprocess.run([sys.executable, *args, "--save", str(tmp_path / "one.npz")],
+                         env=env, capture_output=True, text=True, timeout=180)
+    assert one.returncode == 0, one.stderr[-3000:]
+    a, b = poswise.load(tmp_path / "mpi.npz"), poswise.load(tmp_path / "one.npz")
+    for p, q in zip(a.weights + a.biases, b.weights + b.biases):
+        assert rel_err(p, q) <= 1e-12

@@ -35,6 +35,16 @@ def _commands():
     return {"compare": cmd_compare, "train": cmd_train, "reproduce": cmd_reproduce}
 
 
+def _check_launch(args):
+    """Under mpirun/srun, only ``train --mpi`` runs: K uncoordinated copies of any other
+    command would overwrite each other's files."""
+    from ..distributed import MPILaunchError, check_launch
+    try:
+        check_launch(getattr(args, "mpi", False), command=f"poswise {args.command}")
+    except MPILaunchError as exc:
+        raise Fail(str(exc), EXIT_USAGE) from None
+
+
 def main(argv=None):
     """Run the ``poswise`` command.
 
@@ -57,6 +67,7 @@ def main(argv=None):
     from ..trainers import DivergenceWarning
     with Signals() as signals:
         try:
+            _check_launch(args)
             with warnings.catch_warnings():
                 # Divergence is reported in the results; the warning would only repeat it.
                 warnings.simplefilter("ignore", DivergenceWarning)

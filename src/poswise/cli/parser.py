@@ -289,6 +289,13 @@ def build_parser():
     _add_rule_options(pt, several=False)
     pt.add_argument("--seed", type=SEED, default=0,
                     help="seed of the initial weights (and of the shuffling) (default 0)")
+    pt.add_argument("--mpi", action="store_true",
+                    help="data-parallel training under mpirun/srun: each rank trains on "
+                         "its share of the rows, rank 0 writes the outputs (see "
+                         "docs/scaling.md); needs mpi4py")
+    pt.add_argument("--reduction", choices=("allreduce", "ordered"), default="allreduce",
+                    help="with --mpi: MPI's Allreduce, or a sum in rank order (the same "
+                         "bits whatever the MPI library) (default allreduce)")
     pt.add_argument("--save", metavar="PATH", default=f"{DEFAULT_OUT}/model.npz",
                     help=f"model file to write (default {DEFAULT_OUT}/model.npz); the "
                          f"history goes to PATH with suffix .history.json")

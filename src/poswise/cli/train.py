@@ -87,6 +87,10 @@ def cmd_train(args, command, signals):
             out(f"Nothing to do, the run is finished: {done}")
             return 0
 
+    comm = None
+    if args.mpi:
+        from ..distributed import world
+        comm = world()
     ds = load_data(args)
     check_loss(st, ds, args)
     loss, lr = st["loss"], st["lr"][0]
@@ -127,11 +131,27 @@ def cmd_train(args, command, signals):
                    quiet=args.quiet)
         return False
 
+    X, y = ds.X_train, ds.y_train
     val = (ds.X_test, ds.y_test) if ds.n_test else None
+    if comm is not None:                # this rank's rows (validation rows too)
+        from ..distributed import rows_for_rank
+        r = rows_for_rank(X.shape[0], comm.Get_rank(), comm.Get_size())
+        X, y = X[r], y[r]
+        if val is not None and val[0].shape[0] >= comm.Get_size():
+            rv = rows_for_rank(val[0].shape[0], comm.Get_rank(), comm.Get_size())
+            val = (val[0][rv], val[1][rv])
+        else:
+            val = None
+        kwargs.update(comm=comm, reduction=args.reduction)
+        if comm.Get_rank() != 0:        # one rank reports and writes
+            args.quiet = True
+            bar.close()
+            bar = None
     try:
-        hist = trainer.fit(net, ds.X_train, ds.y_train, epochs=st["max_epochs"],
+        hist = trainer.fit(net, X, y, epochs=st["max_epochs"],
                            target_loss=st["target_loss"], validation_data=val,
-                           callbacks=[watch], progress=bar, **kwargs)
+                           callbacks=[watch], progress=bar if bar is not None else False,
+                           **kwargs)
     except KeyboardInterrupt:
         eprint("Interrupted before the first epoch: nothing was saved.")
         return signals.interrupted_code()
@@ -143,7 +163,10 @@ def cmd_train(args, command, signals):
             code = EXIT_DATA    # a checkpoint that does not fit these settings or data
         raise Fail(str(exc), code) from None
     finally:
-        bar.close()
+        if bar is not None:
+            bar.close()
+    if comm is not None and comm.Get_rank() != 0:
+        return 0                        # rank 0 writes the model and the history
 
     with signals.deferred():
         train_acc = float(np.mean(net.predict(ds.X_train) == ds.y_train))
