@@ -341,7 +341,8 @@ class _Loop:
         old_state = sess.state
         o = self.o
         if o.comm is not None and self.resumed is None:
-            _broadcast(o.comm, self.ws + self.bs)   # every rank starts from rank 0's weights
+            from .distributed import broadcast_arrays
+            broadcast_arrays(o.comm, self.ws + self.bs)   # every rank starts from rank 0's
         try:
             sess._rule_state(self.rule, self.ws)
             self.eng, self.veng, self.sync, self.dual_arrays = sess._engines(
@@ -702,18 +703,6 @@ def _stream_reader(X, dtype, n_features):
     if isinstance(X, np.ndarray) and X.dtype == dtype and X.flags.c_contiguous:
         return None                    # a memmap the kernels read directly, no copy
     return BlockReader(X, dtype, n_features=n_features)
-
-
-def _broadcast(comm, arrays, root=0):
-    """Every rank's ``arrays`` overwritten in place with ``root``'s (one packed Bcast)."""
-    buf = np.empty(sum(a.size for a in arrays), dtype=arrays[0].dtype)
-    if comm.Get_rank() == root:
-        np.concatenate([a.ravel() for a in arrays], out=buf)
-    comm.Bcast(buf, root=root)
-    pos = 0
-    for a in arrays:
-        a[...] = buf[pos:pos + a.size].reshape(a.shape)
-        pos += a.size
 
 
 class _StopRequests:

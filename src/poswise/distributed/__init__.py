@@ -10,7 +10,8 @@ Nothing here imports mpi4py until a communicator is asked for (:func:`world`); i
 support with ``pip install "poswise[mpi]"``.
 """
 from ._collective import (REDUCTIONS, DistributedError, Reduction, any_rank,
-                          broadcast_network, check_agreement, collective_call,
+                          broadcast_arrays, broadcast_network, check_agreement,
+                          collective_call,
                           network_fingerprint, trainer_fingerprint)
 from ._fake import FakeComm, run_ranks
 from ._launch import (LaunchInfo, MPILaunchError, check_launch, default_threads,
@@ -25,7 +26,8 @@ __all__ = [
     "LaunchInfo", "MPILaunchError", "launch_info", "launched_under_mpi", "check_launch",
     "world", "default_threads",
     "REDUCTIONS", "DistributedError", "Reduction", "collective_call", "any_rank",
-    "check_agreement", "broadcast_network", "network_fingerprint", "trainer_fingerprint",
+    "check_agreement", "broadcast_arrays", "broadcast_network", "network_fingerprint",
+    "trainer_fingerprint",
     "EpochRunner", "gd_spans", "pwo_spans",
     "FakeComm", "run_ranks",
 ]

@@ -7,7 +7,8 @@ the same message), never left to deadlock the others in their next call.
 import numpy as np
 
 __all__ = ["DistributedError", "REDUCTIONS", "Reduction", "mpi_constants",
-           "collective_call", "any_rank", "check_agreement", "broadcast_network",
+           "collective_call", "any_rank", "check_agreement", "broadcast_arrays",
+           "broadcast_network",
            "network_fingerprint", "trainer_fingerprint"]
 
 #: Ways to sum a buffer over the ranks. "allreduce": the MPI library's Allreduce (fastest;
@@ -176,13 +177,10 @@ def check_agreement(comm, net, X, trainer=None, *, extra=None):
     return sum(n for n, _ in everyone)
 
 
-def broadcast_network(comm, net, root=0):
-    """Overwrite every rank's weights and biases in place with those of ``root``
-    (one packed broadcast). The ranks must agree on the shapes (see
-    :func:`check_agreement`)."""
-    ws, bs = net.weights, net.biases
-    arrays = list(ws) + list(bs)
-    buf = np.empty(sum(a.size for a in arrays), dtype=np.dtype(net.dtype))
+def broadcast_arrays(comm, arrays, root=0):
+    """Overwrite every rank's ``arrays`` (same shapes and dtype on every rank) in place
+    with those of ``root``, in one packed broadcast."""
+    buf = np.empty(sum(a.size for a in arrays), dtype=arrays[0].dtype)
     if comm.Get_rank() == root:
         np.concatenate([a.ravel() for a in arrays], out=buf)
     comm.Bcast(buf, root=root)
@@ -190,3 +188,10 @@ def broadcast_network(comm, net, root=0):
     for a in arrays:
         a[...] = buf[pos:pos + a.size].reshape(a.shape)
         pos += a.size
+
+
+def broadcast_network(comm, net, root=0):
+    """Overwrite every rank's weights and biases in place with those of ``root``
+    (one packed broadcast). The ranks must agree on the shapes (see
+    :func:`check_agreement`)."""
+    broadcast_arrays(comm, list(net.weights) + list(net.biases), root)
