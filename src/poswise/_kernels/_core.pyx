@@ -497,6 +497,22 @@ cdef inline floating _layer_lr(Net* net, int l, floating lr) noexcept nogil:
     return <floating>(lr * net.lscale[l])
 
 
+cdef void _cosine_backward(Net* net, bint below, floating* Dl) noexcept nogil:
+    """The am_softmax output layer: its weight gradient into ``net.gw`` and, if
+    ``below``, the error of the layer below into D[L-2]. Through the cosine logits:
+    dE/d(what) = G^T ahat, dE/d(ahat) = G what, then through both normalisations."""
+    cdef int l = net.L - 1, N = net.N, nin = net.n[net.L - 1], nout = net.n[net.L]
+    if below:
+        gemm(False, False, N, nin, nout, <floating>1, Dl, nout,
+             <floating*>net.what, nin, <floating>0, <floating*>net.D[l - 1], nin)
+        _normalize_backward(<floating*>net.D[l - 1], <floating*>net.ahat, net.anorm, N, nin)
+        _mul_act_deriv(<floating*>net.D[l - 1], <floating*>net.A[l],
+                       <Py_ssize_t>N * nin, net.act, net.leak)
+    gemm(True, False, nout, nin, N, <floating>1, Dl, nout, <floating*>net.ahat, nin,
+         <floating>0, <floating*>net.gw, nin)
+    _normalize_backward(<floating*>net.gw, <floating*>net.what, net.wnorm, nout, nin)
+
+
 cdef void _span_gradients(Net* net, int first, bint accumulate,
                           floating tag) noexcept nogil:
     """Packed gradients of layers L-1..first (written, or added with ``accumulate``),
@@ -514,17 +530,8 @@ cdef void _span_gradients(Net* net, int first, bint accumulate,
         gW = <floating*>net.grad + net.goff[l]
         gb = gW + <Py_ssize_t>nin * nout
         if l == L - 1 and net.loss == LOSS_AM_SOFTMAX:
-            if l > first:
-                gemm(False, False, N, nin, nout, <floating>1, Dl, nout,
-                     <floating*>net.what, nin, <floating>0, <floating*>net.D[l - 1], nin)
-                _normalize_backward(<floating*>net.D[l - 1], <floating*>net.ahat,
-                                    net.anorm, N, nin)
-                _mul_act_deriv(<floating*>net.D[l - 1], <floating*>net.A[l],
-                               <Py_ssize_t>N * nin, net.act, net.leak)
+            _cosine_backward(net, l > first, Dl)
             gw = <floating*>net.gw
-            gemm(True, False, nout, nin, N, <floating>1, Dl, nout, <floating*>net.ahat, nin,
-                 <floating>0, gw, nin)
-            _normalize_backward(gw, <floating*>net.what, net.wnorm, nout, nin)
             for i in range(<Py_ssize_t>nin * nout):
                 gW[i] = gW[i] + gw[i] if accumulate else gw[i]
             continue          # the cosine layer has no bias: its gradient stays 0
@@ -613,19 +620,7 @@ cdef double _step(Net* net, int first, floating lr, bint refresh) noexcept nogil
         lrl = _layer_lr(net, l, lr)
         net.t[l] += 1
         if l == L - 1 and net.loss == LOSS_AM_SOFTMAX:
-            # Through the cosine logits: dE/d(what) = G^T ahat, dE/d(ahat) = G what,
-            # then through both normalisations. The last layer has no bias.
-            if l > first:
-                gemm(False, False, N, nin, nout, <floating>1, Dl, nout,
-                     <floating*>net.what, nin, <floating>0, <floating*>net.D[l - 1], nin)
-                _normalize_backward(<floating*>net.D[l - 1], <floating*>net.ahat,
-                                    net.anorm, N, nin)
-                _mul_act_deriv(<floating*>net.D[l - 1], <floating*>net.A[l],
-                               <Py_ssize_t>N * nin, net.act, net.leak)
-            gemm(True, False, nout, nin, N, <floating>1, Dl, nout, <floating*>net.ahat, nin,
-                 <floating>0, <floating*>net.gw, nin)
-            _normalize_backward(<floating*>net.gw, <floating*>net.what, net.wnorm,
-                                nout, nin)
+            _cosine_backward(net, l > first, Dl)      # the last layer has no bias
             axpy(nout * nin, -lrl, <floating*>net.gw, <floating*>net.W[l])
             continue
         if l > first:
