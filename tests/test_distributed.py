@@ -25,7 +25,8 @@ from poswise.distributed import (DistributedError, MPILaunchError, Reduction,
                                  load_npy_rows, load_rows, rows_for_rank, run_ranks)
 
 HERE = Path(__file__).resolve().parent
-SRC = HERE.parent / "src"
+# the poswise being tested (an installed copy, or the source tree with in-place builds)
+SRC = Path(poswise.__file__).resolve().parents[1]
 
 
 # ------------------------------------------------------------------ rows
