@@ -34,3 +34,13 @@ def make_problem(N, D, K, loss, rng):
         y = rng.integers(0, K, size=N)
         y[:K] = np.arange(K)[:N] if N >= K else y[:K]
     return X, y
+
+
+def isolate_downloads(monkeypatch, tmp_path):
+    """No proxy for loopback requests, and a cache home that is never the real one."""
+    for var in ("http_proxy", "HTTP_PROXY", "https_proxy", "HTTPS_PROXY",
+                "all_proxy", "ALL_PROXY"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("no_proxy", "127.0.0.1,localhost")
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg-cache"))

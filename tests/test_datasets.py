@@ -21,6 +21,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from conftest import isolate_downloads
+
 from poswise import datasets
 from poswise.datasets import (Dataset, DatasetError, DownloadError, get_data_home,
                               load_cat, load_cifar10, load_mnist, make_synthetic)
@@ -58,12 +60,7 @@ def mnist_real():
 @pytest.fixture(autouse=True)
 def _isolated_env(monkeypatch, tmp_path):
     """No proxy for loopback requests, and a data home that is never the real one."""
-    for var in ("http_proxy", "HTTP_PROXY", "https_proxy", "HTTPS_PROXY",
-                "all_proxy", "ALL_PROXY"):
-        monkeypatch.delenv(var, raising=False)
-    monkeypatch.setenv("no_proxy", "127.0.0.1,localhost")
-    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg-cache"))
+    isolate_downloads(monkeypatch, tmp_path)
 
 
 def idx_bytes(arr, magic=None):

@@ -22,6 +22,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from conftest import isolate_downloads
+
 import poswise
 from poswise import datasets
 from poswise.datasets import DatasetError, DownloadError
@@ -40,12 +42,7 @@ PEAK_LIMIT = 32 * 2**20
 
 @pytest.fixture(autouse=True)
 def _isolated(monkeypatch, tmp_path):
-    for var in ("http_proxy", "HTTP_PROXY", "https_proxy", "HTTPS_PROXY",
-                "all_proxy", "ALL_PROXY"):
-        monkeypatch.delenv(var, raising=False)
-    monkeypatch.setenv("no_proxy", "127.0.0.1,localhost")
-    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg-cache"))
+    isolate_downloads(monkeypatch, tmp_path)
     monkeypatch.delenv("POSWISE_DATA", raising=False)
 
 

@@ -16,6 +16,7 @@ import pytest
 
 from poswise import MLP, DivergenceWarning, GradientDescent, PositionWise
 from poswise import _plan as trainers   # where the engines are built
+from reliability_helpers import Proxy
 
 # numpy's own warnings while the numpy backend overflows (DivergenceWarning is kept)
 pytestmark = [pytest.mark.filterwarnings("ignore:overflow encountered:RuntimeWarning"),
@@ -166,31 +167,16 @@ def test_keyboard_interrupt_in_callback(config, k):
     assert net.output == "sigmoid"
 
 
-class _Proxy:
-    """Wraps an engine; ``hook(method_name)`` runs after each real call."""
-
-    def __init__(self, engine, hook):
-        self._engine, self._hook = engine, hook
-
-    def __getattr__(self, name):
-        attr = getattr(self._engine, name)
-        if not callable(attr):
-            return attr
-
-        def call(*args, **kwargs):
-            out = attr(*args, **kwargs)
-            self._hook(name)
-            return out
-        return call
-
-
 def _hook_engines(monkeypatch, *, train=None, val=None):
     real = trainers._new_engine
 
     def factory(*args, **kwargs):
         engine = real(*args, **kwargs)
         hook = val if kwargs.get("train", True) is False else train
-        return _Proxy(engine, hook) if hook is not None else engine
+        if hook is None:
+            return engine
+        # hook(name) right after each real call of the engine's methods
+        return Proxy(engine, lambda name, when: hook(name) if when == "after" else None)
 
     monkeypatch.setattr(trainers, "_new_engine", factory)
 

@@ -1,6 +1,7 @@
 """What a fit records: :class:`History`, and the warning of a diverged run."""
-import math
 from dataclasses import dataclass, field
+
+from ._json import json_clean
 
 __all__ = ["History", "DivergenceWarning", "STOP_REASONS"]
 
@@ -74,15 +75,7 @@ class History:
 
     def to_dict(self):
         """A JSON-serialisable dict (non-finite floats become None)."""
-        def clean(v):
-            if isinstance(v, list):
-                return [clean(x) for x in v]
-            if isinstance(v, dict):
-                return {k: clean(x) for k, x in v.items()}
-            if isinstance(v, float) and not math.isfinite(v):
-                return None
-            return v
-        return {k: clean(getattr(self, k)) for k in FIELDS}
+        return {k: json_clean(getattr(self, k)) for k in FIELDS}
 
     @classmethod
     def from_dict(cls, d):
