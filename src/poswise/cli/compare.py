@@ -66,6 +66,12 @@ def run_compare(args, key, preset, command, signals):
     ds = load_data(args)
     check_loss(st, ds, args)
     quiet = args.quiet
+    if getattr(args, "mpi", False):     # --mpi: the runs spread over the ranks, rank 0 writes
+        from functools import partial
+        from ..distributed import world
+        from ..experiments.spread import compare_spread
+        compare = partial(compare_spread, world())
+        quiet = quiet or compare.args[0].Get_rank() != 0
     n_seeds = st["seeds"] if isinstance(st["seeds"], int) else len(st["seeds"])
     eprint(f"Comparing {', '.join(args.optimizers)} with {', '.join(args.update)} on "
            f"{dataset_label(ds.name)} ({ds.n_train} train / {ds.n_test} validation "
@@ -88,6 +94,8 @@ def run_compare(args, key, preset, command, signals):
             log=None if quiet else eprint)
     except CompareError as exc:
         raise Fail(str(exc), EXIT_USAGE) from None
+    if results is None:                 # compare --mpi: a rank other than 0
+        return 0
     results["settings"].update(command=command, dataset_key=key,
                                total_wall_seconds=time.perf_counter() - t0)
     table = format_table(results)

@@ -273,6 +273,10 @@ def build_parser():
                     + presets + ".")
     _add_data_options(pc)
     _add_compare_options(pc)
+    pc.add_argument("--mpi", action="store_true",
+                    help="under mpirun/srun: spread the runs (seed x lr x schedule x rule) "
+                         "over the ranks; rank 0 writes the outputs (see docs/scaling.md); "
+                         "needs mpi4py")
 
     pt = sub.add_parser(
         "train", allow_abbrev=False, help="train one network and save it",
