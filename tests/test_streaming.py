@@ -249,3 +249,103 @@ def test_streamed_ranks_equal_single_process(tmp_path, schedule, update, engine)
         np.testing.assert_allclose(lk, l1, rtol=1e-12)
         for a, c in zip(Wk + bk, out[0][0] + out[0][1]):
             np.testing.assert_array_equal(a, c)
+
+
+# ------------------------------------------------------------------ mapped files, buffers
+
+def _h5(path, X, mode="r", **create):
+    with h5py.File(path, "w") as f:
+        f.create_dataset("X", data=X, **create)
+    f = h5py.File(path, mode)
+    return f, f["X"]
+
+
+@pytest.mark.parametrize("create, mapped", [
+    ({}, True),                                          # contiguous
+    ({"chunks": (4, 6)}, True),                          # whole rows, written in order
+    ({"chunks": (4, 3)}, False),                         # chunks split rows
+    ({"chunks": (4, 6), "compression": "gzip"}, False),  # a filter
+    ({"chunks": (4, 6), "shuffle": True}, False),
+])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_hdf5_rows_mapped_from_the_file(tmp_path, create, mapped, dtype):
+    """Uncompressed rows stored as one C-ordered array are mapped (no copy); the blocks
+    equal the data whatever the path, for both training dtypes."""
+    X = np.random.default_rng(1).standard_normal((23, 6)).astype(np.float32)
+    f, ds = _h5(tmp_path / "x.h5", X, **create)
+    with f:
+        r = BlockReader(ds, dtype, block_rows=5)
+        assert r.mapped is mapped
+        for blocks in ([b for *_, b in r], [b.copy() for *_, b in r.stream()]):
+            np.testing.assert_array_equal(np.concatenate(blocks), X.astype(dtype))
+        r.close()
+
+
+def test_hdf5_not_mapped_when_writable_or_chunks_out_of_order(tmp_path):
+    X = np.arange(40, dtype=np.float64).reshape(8, 5)
+    f, ds = _h5(tmp_path / "w.h5", X, mode="r+")
+    with f:                              # data may sit in HDF5's cache: read through it
+        assert not BlockReader(ds, np.float64).mapped
+    with h5py.File(tmp_path / "o.h5", "w") as f:
+        d = f.create_dataset("X", shape=(8, 5), dtype=np.float64, chunks=(2, 5))
+        for lo in (6, 4, 2, 0):          # chunks allocated in reverse row order
+            d[lo:lo + 2] = X[lo:lo + 2]
+    with h5py.File(tmp_path / "o.h5", "r") as f:
+        r = BlockReader(f["X"], np.float64, block_rows=3)
+        assert not r.mapped
+        np.testing.assert_array_equal(np.concatenate([b for *_, b in r]), X)
+
+
+def test_mapped_npy_rows(tmp_path):
+    X = np.random.default_rng(2).standard_normal((31, 7))
+    np.save(tmp_path / "x.npy", X)
+    r = BlockReader(NpyRows(tmp_path / "x.npy"), np.float64, block_rows=4)
+    assert r.mapped
+    blocks = [b for *_, b in r]
+    assert not any(b.flags.writeable for b in blocks)           # the file's pages
+    np.testing.assert_array_equal(np.concatenate(blocks), X)
+    with open(tmp_path / "x.npy", "r+b") as f:
+        f.truncate(f.seek(0, 2) - 8)
+    with pytest.raises(ValueError, match="truncated"):
+        BlockReader(NpyRows(tmp_path / "x.npy"), np.float64)
+
+
+@pytest.mark.parametrize("prefetch", [False, True])
+def test_stream_reuses_two_buffers(files, prefetch):
+    """stream(): converted blocks alternate between two buffers, each block right when
+    it is handed out (the next one is read into the other buffer)."""
+    X, d = files
+    src = Rows(X.astype(np.float32))
+    r = BlockReader(src, np.float64, block_rows=4, prefetch=prefetch)
+    seen = []
+    for lo, hi, block in r.stream():
+        np.testing.assert_array_equal(block, X.astype(np.float32)[lo:hi].astype(np.float64))
+        seen.append(block)
+    assert len(seen) == 6
+    assert all(np.shares_memory(seen[i], seen[i + 2]) for i in range(len(seen) - 2))
+    assert not np.shares_memory(seen[0], seen[1])
+
+
+@pytest.mark.parametrize("schedule", ["gd", "pwo"])
+def test_fit_on_mapped_hdf5_and_npy_rows(tmp_path, schedule):
+    """fit on rows mapped from an HDF5 file (chunked, read-only) and from a .npy file: the
+    weights of the in-memory run, float64 training of float32 data and float32 of float32."""
+    from poswise import MLP, SCHEDULES
+    rng = np.random.default_rng(3)
+    X = rng.standard_normal((157, 8)).astype(np.float32)
+    y = rng.integers(0, 3, 157)
+    f, ds = _h5(tmp_path / "x.h5", X, chunks=(16, 8))
+    np.save(tmp_path / "x.npy", X)
+    with f:
+        assert BlockReader(ds, np.float64).mapped
+        for dtype in (np.float64, np.float32):
+            ref = MLP((8, 6, 3), rng=2, dtype=dtype)
+            tr = SCHEDULES[schedule](0.1, loss="cross_entropy", update="adam", threads=1)
+            h_ref = tr.fit(ref, X.astype(dtype), y, epochs=8)
+            for src in (ds, NpyRows(tmp_path / "x.npy")):
+                net = MLP((8, 6, 3), rng=2, dtype=dtype)
+                h = tr.fit(net, src, y, epochs=8)
+                tol = 1e-12 if dtype == np.float64 else 1e-5
+                np.testing.assert_allclose(h.loss, h_ref.loss, rtol=tol)
+                for p, q in zip(net.weights + net.biases, ref.weights + ref.biases):
+                    assert rel_err(p, q) <= tol

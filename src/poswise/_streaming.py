@@ -5,13 +5,25 @@
 converted to the training dtype and checked for NaN/inf one at a time, so memory stays
 bounded by a few blocks whatever the size of ``X``; the next block is read in a background
 thread while the current one is computed (the kernels release the GIL).
+
+Rows stored uncompressed in a file -- a ``.npy`` file (:class:`NpyRows`), an HDF5 dataset
+opened read-only whose layout is contiguous or chunked in whole rows stored in order --
+are not copied at all: each block is a read-only memory mapping of its rows
+(:class:`FileRows`), filled from the page cache in one system call, and unmapped when the
+block is dropped. That costs no copy (the kernels read the page cache), and the address
+space stays a few blocks whatever the size of the file (``ulimit -v``). Anything else is
+read into two reused buffers (HDF5: ``read_direct``), converted there if its dtype is not
+the training dtype.
 """
+import mmap
+import os
 from concurrent.futures import ThreadPoolExecutor
 from numbers import Integral
 
 import numpy as np
 
-__all__ = ["BlockReader", "NpyRows", "is_streamable", "DEFAULT_BLOCK_BYTES"]
+__all__ = ["BlockReader", "NpyRows", "FileRows", "file_rows", "is_streamable",
+           "DEFAULT_BLOCK_BYTES"]
 
 #: Size of one converted block. Large enough that BLAS runs near its rate on a block and
 #: the per-block overhead (a few Python calls) is negligible, small enough that two blocks
@@ -44,6 +56,10 @@ class NpyRows:
         self.shape, self.dtype = tuple(shape), dtype
         self._row_bytes = shape[1] * dtype.itemsize
 
+    def file_rows(self):
+        """The rows as a :class:`FileRows` (mapped block by block), or None."""
+        return FileRows(self.path, self.offset, self.shape, self.dtype)
+
     def __len__(self):
         return self.shape[0]
 
@@ -59,6 +75,99 @@ class NpyRows:
             if f.readinto(out.reshape(-1).view(np.uint8)) != out.nbytes:
                 raise ValueError(f"{self.path} is truncated: rows [{lo}, {hi}) are missing.")
         return out
+
+
+class FileRows:
+    """Rows of a 2-D C-ordered array of a native numeric dtype stored in a file at byte
+    ``offset``, read by mapping each block of rows on its own.
+
+    ``rows(lo, hi)`` maps just those rows read-only with ``MAP_POPULATE`` (the page-cache
+    pages are entered in one system call, not faulted one by one) and returns them as an
+    array; the mapping ends when the array is dropped. No copy is made, and only the
+    blocks alive at a time take address space.
+    """
+
+    def __init__(self, path, offset, shape, dtype):
+        self.path, self.offset = os.fspath(path), int(offset)
+        self.shape, self.dtype = (int(shape[0]), int(shape[1])), np.dtype(dtype)
+        self._row_bytes = self.shape[1] * self.dtype.itemsize
+        self._fd = os.open(self.path, os.O_RDONLY)
+        end = self.offset + self.shape[0] * self._row_bytes
+        if os.fstat(self._fd).st_size < end:
+            self.close()
+            raise ValueError(f"{self.path} is truncated: its {self.shape[0]} rows end at "
+                             f"byte {end}, beyond the end of the file.")
+
+    def rows(self, lo, hi):
+        start = self.offset + lo * self._row_bytes
+        delta = start % mmap.ALLOCATIONGRANULARITY
+        length = (hi - lo) * self._row_bytes + delta
+        m = mmap.mmap(self._fd, length, flags=mmap.MAP_SHARED | getattr(mmap, "MAP_POPULATE", 0),
+                      prot=mmap.PROT_READ, offset=start - delta)
+        return np.frombuffer(m, self.dtype, count=(hi - lo) * self.shape[1],
+                             offset=delta).reshape(hi - lo, self.shape[1])
+
+    def close(self):
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+    def __del__(self):
+        fd = getattr(self, "_fd", None)
+        if fd is not None:
+            os.close(fd)
+
+
+def _h5_rows_offset(ds):
+    """Byte offset of the rows of the h5py dataset ``ds`` when they lie in its file as
+    one C-ordered array: a contiguous layout, or chunks of whole rows stored in row order
+    side by side; None otherwise (compressed, filtered, external, unallocated, ...)."""
+    from h5py import h5d
+    dcpl = ds.id.get_create_plist()
+    if dcpl.get_nfilters() or dcpl.get_external_count():
+        return None
+    layout = dcpl.get_layout()
+    if layout == h5d.CONTIGUOUS:
+        return ds.id.get_offset()
+    if layout != h5d.CHUNKED or ds.chunks[1] != ds.shape[1]:
+        return None
+    c = ds.chunks[0]
+    chunk_bytes = c * ds.shape[1] * ds.dtype.itemsize
+    chunks = []
+    ds.id.chunk_iter(lambda info: chunks.append(
+        (info.chunk_offset[0], info.byte_offset, info.size, info.filter_mask)))
+    if len(chunks) != -(-ds.shape[0] // c):
+        return None                     # chunks never written: no bytes to map
+    chunks.sort()
+    base = chunks[0][1]
+    for k, (row, where, size, mask) in enumerate(chunks):
+        if row != k * c or where != base + k * chunk_bytes or size != chunk_bytes or mask:
+            return None
+    return base
+
+
+def file_rows(X):
+    """A :class:`FileRows` reading the rows of ``X`` without a copy, or None: for a
+    :class:`NpyRows`, and for an h5py dataset of a file opened read-only with the default
+    driver, 2-D, of a native numeric dtype, whose rows lie in the file as one C-ordered
+    array (see :func:`_h5_rows_offset`)."""
+    if isinstance(X, NpyRows):
+        return X.file_rows()
+    try:
+        import h5py
+    except ImportError:
+        return None
+    if not isinstance(X, h5py.Dataset):
+        return None
+    try:
+        f = X.file
+        if (f.mode != "r" or f.driver != "sec2" or X.ndim != 2 or not X.dtype.isnative
+                or X.dtype.kind not in "biuf" or X.shape[0] < 1):
+            return None
+        offset = _h5_rows_offset(X)
+        return None if offset is None else FileRows(f.filename, offset, X.shape, X.dtype)
+    except Exception:  # noqa: BLE001 -- an unusual file: read it through h5py instead
+        return None
 
 
 def is_streamable(X):
@@ -94,15 +203,21 @@ class BlockReader:
     check : {"once", "always"}
         Check a block for NaN/inf the first time this reader reads it ("once": later
         epochs read the same rows of the same file) or on every read.
+    map_files : bool, default True
+        Map the blocks of a :class:`NpyRows` or a suitable HDF5 dataset straight from
+        the file (:func:`file_rows`) instead of reading them.
 
     Notes
     -----
     A block of a C-contiguous memmap or ndarray already of ``dtype`` is a view (no copy);
-    its pages are faulted in by the finiteness check, in the read-ahead thread.
+    its pages are faulted in by the finiteness check, in the read-ahead thread. So is a
+    block mapped from a file. Iterating gives fresh arrays; :meth:`stream` (the epoch
+    runner's way) reuses two buffers for the blocks that must be copied or converted.
     """
 
     def __init__(self, X, dtype, *, n_features=None, block_rows=None,
-                 block_bytes=DEFAULT_BLOCK_BYTES, prefetch="auto", name="X", check="once"):
+                 block_bytes=DEFAULT_BLOCK_BYTES, prefetch="auto", name="X", check="once",
+                 map_files=True):
         shape = getattr(X, "shape", None)
         xdt = getattr(X, "dtype", None)
         if shape is None or xdt is None or not hasattr(X, "__getitem__"):
@@ -139,6 +254,14 @@ class BlockReader:
         self.check = check
         self._checked = set()      # (lo, hi) of the blocks found finite
         self._pool = None
+        self._file = file_rows(X) if map_files else None
+        self._direct = hasattr(X, "read_direct") and np.dtype(xdt) == self.dtype
+        self._buffers = [None, None]    # reused by stream(): the block in use, the next
+
+    @property
+    def mapped(self):
+        """Whether blocks are mapped from the file (no copy)."""
+        return self._file is not None
 
     @property
     def n_rows(self):
@@ -153,11 +276,32 @@ class BlockReader:
         n, b = self.shape[0], self.block_rows
         return [(lo, min(lo + b, n)) for lo in range(0, n, b)]
 
-    def read(self, lo, hi):
-        """Rows ``lo..hi-1`` as a C-contiguous array of ``dtype`` (checked finite)."""
-        raw = self.X[lo:hi]
+    def _buffer(self, slot, rows):
+        buf = self._buffers[slot]
+        if buf is None:
+            buf = self._buffers[slot] = np.empty((self.block_rows, self.shape[1]),
+                                                 self.dtype)
+        return buf[:rows]
+
+    def read(self, lo, hi, slot=None):
+        """Rows ``lo..hi-1`` as a C-contiguous array of ``dtype`` (checked finite).
+
+        With ``slot`` (0 or 1), a block that must be copied goes into that reused buffer
+        (valid until the buffer is used again)."""
+        out = None if slot is None else self._buffer(slot, hi - lo)
+        if self._file is not None:
+            raw = self._file.rows(lo, hi)
+        elif out is not None and self._direct:
+            self.X.read_direct(out, np.s_[lo:hi], np.s_[0:hi - lo])
+            raw = out
+        else:
+            raw = self.X[lo:hi]
         if isinstance(raw, np.ndarray) and raw.dtype == self.dtype and raw.flags.c_contiguous:
             block = raw.view(np.ndarray)
+        elif out is not None and np.shape(raw) == out.shape:
+            with np.errstate(over="ignore", invalid="ignore"):   # reported just below
+                np.copyto(out, raw, casting="unsafe")
+            block = out
         else:
             with np.errstate(over="ignore"):      # reported just below, naming the rows
                 block = np.ascontiguousarray(np.asarray(raw), dtype=self.dtype)
@@ -179,20 +323,34 @@ class BlockReader:
         return block
 
     def __iter__(self):
-        """Yield ``(lo, hi, block)`` for every block, in row order."""
+        """Yield ``(lo, hi, block)`` for every block, in row order (fresh arrays)."""
+        return self._blocks(reuse=False)
+
+    def stream(self):
+        """Like iterating, but a block is valid only until the next one is asked for:
+        blocks that must be copied or converted go into two reused buffers (no memory
+        allocated, no page faulted in per block)."""
+        return self._blocks(reuse=True)
+
+    def _blocks(self, reuse):
         bounds = self.bounds()
+
+        def read(i):
+            return self.read(*bounds[i], slot=i % 2 if reuse else None)
         if not self.prefetch:
-            for lo, hi in bounds:
-                yield lo, hi, self.read(lo, hi)
+            for i, (lo, hi) in enumerate(bounds):
+                yield lo, hi, read(i)
             return
         if self._pool is None:
             self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="poswise-read")
-        nxt = self._pool.submit(self.read, *bounds[0])
+        # Block i+1 is read (into the other buffer) while the caller computes block i;
+        # it is submitted only once the caller is done with block i-1, whose buffer it
+        # takes.
+        nxt = self._pool.submit(read, 0)
         try:
             for i, (lo, hi) in enumerate(bounds):
                 block = nxt.result()
-                nxt = self._pool.submit(self.read, *bounds[i + 1]) if i + 1 < len(bounds) \
-                    else None
+                nxt = self._pool.submit(read, i + 1) if i + 1 < len(bounds) else None
                 yield lo, hi, block
         finally:
             if nxt is not None:      # abandoned mid-pass: do not leave a read running
@@ -203,10 +361,11 @@ class BlockReader:
                     pass
 
     def close(self):
-        """Stop the read-ahead thread (a new pass starts it again)."""
+        """Stop the read-ahead thread and free the buffers (a new pass starts again)."""
         if self._pool is not None:
             self._pool.shutdown(wait=True)
             self._pool = None
+        self._buffers = [None, None]
 
     def __del__(self):
         pool = getattr(self, "_pool", None)

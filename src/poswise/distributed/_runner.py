@@ -90,7 +90,7 @@ class EpochRunner:
     # ------------------------------------------------------------------ passes
     def _stream(self, engine, fn):
         try:
-            for lo, hi, block in self.reader:
+            for lo, hi, block in self.reader.stream():
                 engine.window(lo, hi, block)
                 fn(lo)
         finally:
