@@ -268,9 +268,11 @@ def _h5(path, X, mode="r", **create):
     ({"chunks": (4, 6), "shuffle": True}, False),
 ])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_hdf5_rows_mapped_from_the_file(tmp_path, create, mapped, dtype):
+def test_hdf5_rows_mapped_from_the_file(tmp_path, monkeypatch, create, mapped, dtype):
     """Uncompressed rows stored as one C-ordered array are mapped (no copy); the blocks
     equal the data whatever the path, for both training dtypes."""
+    from poswise import _streaming
+    monkeypatch.setattr(_streaming, "MIN_EXTENT_BYTES", 0)        # a tiny test file
     X = np.random.default_rng(1).standard_normal((23, 6)).astype(np.float32)
     f, ds = _h5(tmp_path / "x.h5", X, **create)
     with f:
@@ -327,10 +329,11 @@ def test_stream_reuses_two_buffers(files, prefetch):
 
 
 @pytest.mark.parametrize("schedule", ["gd", "pwo"])
-def test_fit_on_mapped_hdf5_and_npy_rows(tmp_path, schedule):
+def test_fit_on_mapped_hdf5_and_npy_rows(tmp_path, monkeypatch, schedule):
     """fit on rows mapped from an HDF5 file (chunked, read-only) and from a .npy file: the
     weights of the in-memory run, float64 training of float32 data and float32 of float32."""
-    from poswise import MLP, SCHEDULES
+    from poswise import MLP, SCHEDULES, _streaming
+    monkeypatch.setattr(_streaming, "MIN_EXTENT_BYTES", 0)
     rng = np.random.default_rng(3)
     X = rng.standard_normal((157, 8)).astype(np.float32)
     y = rng.integers(0, 3, 157)
@@ -349,3 +352,23 @@ def test_fit_on_mapped_hdf5_and_npy_rows(tmp_path, schedule):
                 np.testing.assert_allclose(h.loss, h_ref.loss, rtol=tol)
                 for p, q in zip(net.weights + net.biases, ref.weights + ref.biases):
                     assert rel_err(p, q) <= tol
+
+
+def test_hdf5_chunks_in_separate_runs(tmp_path, monkeypatch):
+    """Chunks stored apart (here in reverse order) are separate extents: mapped blocks
+    end where an extent ends; with runs smaller than MIN_EXTENT_BYTES, h5py reads."""
+    from poswise import _streaming
+    X = np.random.default_rng(4).standard_normal((22, 6))
+    with h5py.File(tmp_path / "r.h5", "w") as f:
+        d = f.create_dataset("X", shape=X.shape, dtype=X.dtype, chunks=(4, 6))
+        for lo in range(20, -1, -4):
+            d[lo:lo + 4] = X[lo:lo + 4]
+    with h5py.File(tmp_path / "r.h5", "r") as f:
+        assert not BlockReader(f["X"], np.float64).mapped
+        monkeypatch.setattr(_streaming, "MIN_EXTENT_BYTES", 0)
+        r = BlockReader(f["X"], np.float64, block_rows=8)
+        assert r.mapped and len(r._file.extents) == 6
+        assert r.bounds() == [(0, 4), (4, 8), (8, 12), (12, 16), (16, 20), (20, 22)]
+        np.testing.assert_array_equal(np.concatenate([b for *_, b in r.stream()]), X)
+        with pytest.raises(ValueError, match="cross the end of a stored extent"):
+            r._file.rows(2, 6)

@@ -15,6 +15,7 @@ space stays a few blocks whatever the size of the file (``ulimit -v``). Anything
 read into two reused buffers (HDF5: ``read_direct``), converted there if its dtype is not
 the training dtype.
 """
+import bisect
 import mmap
 import os
 from concurrent.futures import ThreadPoolExecutor
@@ -58,7 +59,8 @@ class NpyRows:
 
     def file_rows(self):
         """The rows as a :class:`FileRows` (mapped block by block), or None."""
-        return FileRows(self.path, self.offset, self.shape, self.dtype)
+        return FileRows(self.path, [(0, self.shape[0], self.offset)], self.shape,
+                        self.dtype)
 
     def __len__(self):
         return self.shape[0]
@@ -78,28 +80,41 @@ class NpyRows:
 
 
 class FileRows:
-    """Rows of a 2-D C-ordered array of a native numeric dtype stored in a file at byte
-    ``offset``, read by mapping each block of rows on its own.
+    """Rows of a 2-D C-ordered array of a native numeric dtype stored in a file, read by
+    mapping each block of rows on its own.
 
-    ``rows(lo, hi)`` maps just those rows read-only with ``MAP_POPULATE`` (the page-cache
-    pages are entered in one system call, not faulted one by one) and returns them as an
-    array; the mapping ends when the array is dropped. No copy is made, and only the
-    blocks alive at a time take address space.
+    The rows lie in one or more *extents* ``(row_lo, row_hi, byte_offset)`` (an HDF5
+    dataset's chunks come in runs separated by the file's own metadata); a block must
+    not cross an extent's end (:meth:`extent_ends`). ``rows(lo, hi)`` maps just those
+    rows read-only with ``MAP_POPULATE`` (the page-cache pages are entered in one system
+    call, not faulted one by one) and returns them as an array; the mapping ends when the
+    array is dropped. No copy is made, and only the blocks alive at a time take address
+    space.
     """
 
-    def __init__(self, path, offset, shape, dtype):
-        self.path, self.offset = os.fspath(path), int(offset)
+    def __init__(self, path, extents, shape, dtype):
+        self.path = os.fspath(path)
+        self.extents = [(int(a), int(b), int(o)) for a, b, o in extents]
         self.shape, self.dtype = (int(shape[0]), int(shape[1])), np.dtype(dtype)
         self._row_bytes = self.shape[1] * self.dtype.itemsize
+        self._starts = [a for a, _, _ in self.extents]
         self._fd = os.open(self.path, os.O_RDONLY)
-        end = self.offset + self.shape[0] * self._row_bytes
+        end = max(o + (b - a) * self._row_bytes for a, b, o in self.extents)
         if os.fstat(self._fd).st_size < end:
             self.close()
             raise ValueError(f"{self.path} is truncated: its {self.shape[0]} rows end at "
                              f"byte {end}, beyond the end of the file.")
 
+    def extent_ends(self):
+        """The rows at which an extent ends (the last is ``n_rows``)."""
+        return [b for _, b, _ in self.extents]
+
     def rows(self, lo, hi):
-        start = self.offset + lo * self._row_bytes
+        a, b, offset = self.extents[bisect.bisect_right(self._starts, lo) - 1]
+        if not a <= lo < hi <= b:
+            raise ValueError(f"rows [{lo}, {hi}) cross the end of a stored extent "
+                             f"[{a}, {b}) of {self.path}.")
+        start = offset + (lo - a) * self._row_bytes
         delta = start % mmap.ALLOCATIONGRANULARITY
         length = (hi - lo) * self._row_bytes + delta
         m = mmap.mmap(self._fd, length, flags=mmap.MAP_SHARED | getattr(mmap, "MAP_POPULATE", 0),
@@ -118,39 +133,55 @@ class FileRows:
             os.close(fd)
 
 
-def _h5_rows_offset(ds):
-    """Byte offset of the rows of the h5py dataset ``ds`` when they lie in its file as
-    one C-ordered array: a contiguous layout, or chunks of whole rows stored in row order
-    side by side; None otherwise (compressed, filtered, external, unallocated, ...)."""
+#: Mapping an HDF5 dataset pays when its stored runs of rows are at least this large
+#: (smaller ones would make tiny blocks); otherwise it is read through h5py.
+MIN_EXTENT_BYTES = 1 << 20
+
+
+def _h5_extents(ds):
+    """The extents ``(row_lo, row_hi, byte_offset)`` of the rows of the h5py dataset
+    ``ds`` in its file: one for a contiguous layout; for chunks of whole rows, the runs of
+    chunks stored side by side in row order. None if the rows are not stored plainly
+    (compressed, filtered, external, unallocated, chunks splitting rows) or the runs are
+    small."""
     from h5py import h5d
     dcpl = ds.id.get_create_plist()
     if dcpl.get_nfilters() or dcpl.get_external_count():
         return None
+    n, row_bytes = ds.shape[0], ds.shape[1] * ds.dtype.itemsize
     layout = dcpl.get_layout()
     if layout == h5d.CONTIGUOUS:
-        return ds.id.get_offset()
+        offset = ds.id.get_offset()
+        return None if offset is None else [(0, n, offset)]
     if layout != h5d.CHUNKED or ds.chunks[1] != ds.shape[1]:
         return None
     c = ds.chunks[0]
-    chunk_bytes = c * ds.shape[1] * ds.dtype.itemsize
     chunks = []
     ds.id.chunk_iter(lambda info: chunks.append(
         (info.chunk_offset[0], info.byte_offset, info.size, info.filter_mask)))
-    if len(chunks) != -(-ds.shape[0] // c):
+    if len(chunks) != -(-n // c):
         return None                     # chunks never written: no bytes to map
     chunks.sort()
-    base = chunks[0][1]
+    extents = []
     for k, (row, where, size, mask) in enumerate(chunks):
-        if row != k * c or where != base + k * chunk_bytes or size != chunk_bytes or mask:
+        if row != k * c or size != c * row_bytes or mask:
             return None
-    return base
+        hi = min(row + c, n)
+        if extents and extents[-1][1] == row and \
+                extents[-1][2] + (row - extents[-1][0]) * row_bytes == where:
+            extents[-1] = (extents[-1][0], hi, extents[-1][2])
+        else:
+            extents.append((row, hi, where))
+    if n * row_bytes < MIN_EXTENT_BYTES * len(extents):
+        return None
+    return extents
 
 
 def file_rows(X):
     """A :class:`FileRows` reading the rows of ``X`` without a copy, or None: for a
     :class:`NpyRows`, and for an h5py dataset of a file opened read-only with the default
     driver, 2-D, of a native numeric dtype, whose rows lie in the file as one C-ordered
-    array (see :func:`_h5_rows_offset`)."""
+    array or in large runs of whole-row chunks (see :func:`_h5_extents`)."""
     if isinstance(X, NpyRows):
         return X.file_rows()
     try:
@@ -164,8 +195,8 @@ def file_rows(X):
         if (f.mode != "r" or f.driver != "sec2" or X.ndim != 2 or not X.dtype.isnative
                 or X.dtype.kind not in "biuf" or X.shape[0] < 1):
             return None
-        offset = _h5_rows_offset(X)
-        return None if offset is None else FileRows(f.filename, offset, X.shape, X.dtype)
+        extents = _h5_extents(X)
+        return None if extents is None else FileRows(f.filename, extents, X.shape, X.dtype)
     except Exception:  # noqa: BLE001 -- an unusual file: read it through h5py instead
         return None
 
@@ -245,6 +276,13 @@ class BlockReader:
             raise ValueError(f"The 'block_rows' parameter of BlockReader must be an int >= 1. "
                              f"Got {block_rows!r} instead.")
         self.block_rows = int(min(block_rows, self.shape[0]))
+        self._file = file_rows(X) if map_files else None
+        ends = self._file.extent_ends() if self._file is not None else [self.shape[0]]
+        self._bounds, lo = [], 0
+        for end in ends:               # a mapped block lies inside one stored extent
+            self._bounds += [(a, min(a + self.block_rows, end))
+                             for a in range(lo, end, self.block_rows)]
+            lo = end
         if prefetch == "auto":
             prefetch = not (isinstance(X, np.ndarray) and not isinstance(X, np.memmap))
         self.prefetch = bool(prefetch) and self.n_blocks > 1
@@ -254,7 +292,6 @@ class BlockReader:
         self.check = check
         self._checked = set()      # (lo, hi) of the blocks found finite
         self._pool = None
-        self._file = file_rows(X) if map_files else None
         self._direct = hasattr(X, "read_direct") and np.dtype(xdt) == self.dtype
         self._buffers = [None, None]    # reused by stream(): the block in use, the next
 
@@ -269,12 +306,12 @@ class BlockReader:
 
     @property
     def n_blocks(self):
-        return -(-self.shape[0] // self.block_rows)
+        return len(self._bounds)
 
     def bounds(self):
-        """The blocks' row ranges ``(lo, hi)``, in order."""
-        n, b = self.shape[0], self.block_rows
-        return [(lo, min(lo + b, n)) for lo in range(0, n, b)]
+        """The blocks' row ranges ``(lo, hi)``, in order: ``block_rows`` each, shorter
+        where a mapped file's stored extent ends, and at the end."""
+        return list(self._bounds)
 
     def _buffer(self, slot, rows):
         buf = self._buffers[slot]
