@@ -372,3 +372,23 @@ def test_hdf5_chunks_in_separate_runs(tmp_path, monkeypatch):
         np.testing.assert_array_equal(np.concatenate([b for *_, b in r.stream()]), X)
         with pytest.raises(ValueError, match="cross the end of a stored extent"):
             r._file.rows(2, 6)
+
+
+def test_mappings_kept_only_without_an_address_space_limit(tmp_path, monkeypatch):
+    """Without ``ulimit -v`` a block's mapping is kept for the next pass (like a memmap of
+    the file); under a limit each block is mapped anew and dropped with its array."""
+    import resource
+    X = np.arange(120, dtype=np.float64).reshape(20, 6)
+    np.save(tmp_path / "x.npy", X)
+    kept = NpyRows(tmp_path / "x.npy").file_rows()
+    assert kept.keep is (resource.getrlimit(resource.RLIMIT_AS)[0]
+                         == resource.RLIM_INFINITY)
+    for keep in (True, False):
+        fr = NpyRows(tmp_path / "x.npy").file_rows()
+        fr.keep = keep
+        a, b = fr.rows(4, 9), fr.rows(4, 9)
+        np.testing.assert_array_equal(a, X[4:9])
+        assert (a is b) is keep
+        fr.close()
+    monkeypatch.setattr(resource, "getrlimit", lambda what: (1 << 30, 1 << 30))
+    assert NpyRows(tmp_path / "x.npy").file_rows().keep is False

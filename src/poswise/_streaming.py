@@ -87,17 +87,24 @@ class FileRows:
     dataset's chunks come in runs separated by the file's own metadata); a block must
     not cross an extent's end (:meth:`extent_ends`). ``rows(lo, hi)`` maps just those
     rows read-only with ``MAP_POPULATE`` (the page-cache pages are entered in one system
-    call, not faulted one by one) and returns them as an array; the mapping ends when the
-    array is dropped. No copy is made, and only the blocks alive at a time take address
-    space.
+    call, not faulted one by one) and returns them as an array. No copy is made.
+
+    ``keep``: keep each block's mapping for the next pass (as a memmap of the whole file
+    would: no mapping and no page-table work per epoch). By default only when the address
+    space is unlimited; under ``ulimit -v`` a mapping ends when its block is dropped, so
+    only the blocks alive at a time take address space.
     """
 
-    def __init__(self, path, extents, shape, dtype):
+    def __init__(self, path, extents, shape, dtype, keep=None):
         self.path = os.fspath(path)
         self.extents = [(int(a), int(b), int(o)) for a, b, o in extents]
         self.shape, self.dtype = (int(shape[0]), int(shape[1])), np.dtype(dtype)
         self._row_bytes = self.shape[1] * self.dtype.itemsize
         self._starts = [a for a, _, _ in self.extents]
+        if keep is None:
+            import resource
+            keep = resource.getrlimit(resource.RLIMIT_AS)[0] == resource.RLIM_INFINITY
+        self.keep, self._maps = bool(keep), {}
         self._fd = os.open(self.path, os.O_RDONLY)
         end = max(o + (b - a) * self._row_bytes for a, b, o in self.extents)
         if os.fstat(self._fd).st_size < end:
@@ -110,6 +117,9 @@ class FileRows:
         return [b for _, b, _ in self.extents]
 
     def rows(self, lo, hi):
+        block = self._maps.get((lo, hi))
+        if block is not None:
+            return block
         a, b, offset = self.extents[bisect.bisect_right(self._starts, lo) - 1]
         if not a <= lo < hi <= b:
             raise ValueError(f"rows [{lo}, {hi}) cross the end of a stored extent "
@@ -119,10 +129,18 @@ class FileRows:
         length = (hi - lo) * self._row_bytes + delta
         m = mmap.mmap(self._fd, length, flags=mmap.MAP_SHARED | getattr(mmap, "MAP_POPULATE", 0),
                       prot=mmap.PROT_READ, offset=start - delta)
-        return np.frombuffer(m, self.dtype, count=(hi - lo) * self.shape[1],
-                             offset=delta).reshape(hi - lo, self.shape[1])
+        block = np.frombuffer(m, self.dtype, count=(hi - lo) * self.shape[1],
+                              offset=delta).reshape(hi - lo, self.shape[1])
+        if self.keep:
+            self._maps[(lo, hi)] = block
+        return block
+
+    def release(self):
+        """Forget the kept mappings (each ends with the last array using it)."""
+        self._maps = {}
 
     def close(self):
+        self.release()
         if self._fd is not None:
             os.close(self._fd)
             self._fd = None
@@ -403,6 +421,8 @@ class BlockReader:
             self._pool.shutdown(wait=True)
             self._pool = None
         self._buffers = [None, None]
+        if self._file is not None:
+            self._file.release()
 
     def __del__(self):
         pool = getattr(self, "_pool", None)
