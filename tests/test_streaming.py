@@ -392,3 +392,25 @@ def test_mappings_kept_only_without_an_address_space_limit(tmp_path, monkeypatch
         fr.close()
     monkeypatch.setattr(resource, "getrlimit", lambda what: (1 << 30, 1 << 30))
     assert NpyRows(tmp_path / "x.npy").file_rows().keep is False
+
+
+def test_blocks_at_hand_skip_the_read_ahead_thread(tmp_path):
+    """Second pass over kept mappings: every block is a checked view, taken without the
+    thread (no wait for it to be scheduled)."""
+    X = np.random.default_rng(5).standard_normal((40, 6))
+    np.save(tmp_path / "x.npy", X)
+    r = BlockReader(NpyRows(tmp_path / "x.npy"), np.float64, block_rows=7)
+    r._file.keep = True
+    assert r.prefetch
+    first = [b for *_, b in r.stream()]
+
+    class NoThread:
+        def submit(self, *a):
+            raise AssertionError("a block at hand was sent to the thread")
+
+        def shutdown(self, wait=True):
+            pass
+    r._pool = NoThread()
+    second = [b for *_, b in r.stream()]
+    assert all(a is b for a, b in zip(first, second))
+    np.testing.assert_array_equal(np.concatenate(second), X)

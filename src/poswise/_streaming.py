@@ -229,6 +229,19 @@ def is_streamable(X):
     return hasattr(X, "shape") and hasattr(X, "dtype") and hasattr(X, "__getitem__")
 
 
+class _Done:
+    """A finished read, with the two methods of a Future the reader uses."""
+
+    def __init__(self, value):
+        self.value = value
+
+    def result(self):
+        return self.value
+
+    def cancel(self):
+        return False
+
+
 class BlockReader:
     """Read ``X`` in row blocks of ``dtype``.
 
@@ -377,6 +390,16 @@ class BlockReader:
                 f"{c}. Clean or impute them first.")
         return block
 
+    def _ready(self, lo, hi):
+        """Whether block ``lo..hi-1`` is at hand without reading: a view of memory or of a
+        kept mapping, of the training dtype, already checked."""
+        if self.check != "once" or (lo, hi) not in self._checked:
+            return False
+        if self._file is not None:
+            return self._file.dtype == self.dtype and (lo, hi) in self._file._maps
+        return (isinstance(self.X, np.ndarray) and self.X.dtype == self.dtype
+                and self.X.flags.c_contiguous)
+
     def __iter__(self):
         """Yield ``(lo, hi, block)`` for every block, in row order (fresh arrays)."""
         return self._blocks(reuse=False)
@@ -401,11 +424,18 @@ class BlockReader:
         # Block i+1 is read (into the other buffer) while the caller computes block i;
         # it is submitted only once the caller is done with block i-1, whose buffer it
         # takes.
-        nxt = self._pool.submit(read, 0)
+        def fetch(i):
+            # A block that needs no reading (a view, already checked) is taken at once:
+            # handing it to the thread would only add a wait for the thread to be
+            # scheduled, which on a busy machine can be a whole time slice per block.
+            if self._ready(*bounds[i]):
+                return _Done(read(i))
+            return self._pool.submit(read, i)
+        nxt = fetch(0)
         try:
             for i, (lo, hi) in enumerate(bounds):
                 block = nxt.result()
-                nxt = self._pool.submit(read, i + 1) if i + 1 < len(bounds) else None
+                nxt = fetch(i + 1) if i + 1 < len(bounds) else None
                 yield lo, hi, block
         finally:
             if nxt is not None:      # abandoned mid-pass: do not leave a read running
