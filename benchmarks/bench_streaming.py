@@ -13,11 +13,13 @@
     python benchmarks/bench_streaming.py limited DIR SOURCE SCHEDULE --limit {cgroup,ulimit}
                                                 [--mib 1024] [--epochs 3]
         one fit in a child process under a memory limit: a new memory cgroup (v1 or v2)
-        below this process's own, or RLIMIT_AS (``ulimit -v``); the weights go to
-        DIR/w_SOURCE_SCHEDULE.npz
+        below this process's own (the data files' pages are evicted from the page cache
+        first, so that the run's reads are charged to it: a cold start), or RLIMIT_AS
+        (``ulimit -v``); the weights go to
+        DIR/w_SOURCE-LIMIT_SCHEDULE.npz
     python benchmarks/bench_streaming.py weights DIR SCHEDULE [--epochs 3]
         the in-memory run's weights (no limit), then the largest relative difference of
-        every DIR/w_*_SCHEDULE.npz to them
+        every DIR/w_SOURCE-LIMIT_SCHEDULE.npz (written by ``limited``) to them
 
 SOURCE: ``memory`` (np.load), ``memmap`` (np.load(mmap_mode="r"): fit reads the mapped
 file directly), ``npyrows`` (poswise._streaming.NpyRows: blocks mapped one at a time),
@@ -39,6 +41,7 @@ import numpy as np
 SIZES = (784, 20, 7, 5, 10)
 SOURCES = ("memory", "memmap", "npyrows", "hdf5", "hdf5-gzip")
 DTYPE = [np.float32]           # the network's (--dtype)
+LIMIT = [""]                   # a run under a limit: its name in the weights' file name
 
 
 def _status_mib(key):
@@ -157,7 +160,7 @@ def run_one(d, source, schedule, epochs, threads):
     finally:
         if closer is not None:
             closer.close()
-    np.savez(d / f"w_{source}_{schedule}{_tag()}.npz", **_weights(net))
+    np.savez(d / f"w_{source}{LIMIT[0]}_{schedule}{_tag()}.npz", **_weights(net))
     print(json.dumps({
         "source": source, "schedule": schedule, "epochs": epochs,
         "total_s": round(time.perf_counter() - t0, 2),
@@ -183,7 +186,8 @@ def _own_cgroup():
 
 def limited(d, source, schedule, epochs, threads, limit, mib):
     cmd = [sys.executable, __file__, "run", str(d), source, schedule, "--epochs",
-           str(epochs), "--threads", str(threads), "--dtype", np.dtype(DTYPE[0]).name]
+           str(epochs), "--threads", str(threads), "--dtype", np.dtype(DTYPE[0]).name,
+           f"--tag=-{limit}"]
     env = dict(os.environ)
     if limit == "ulimit":
         def pre():
@@ -191,6 +195,15 @@ def limited(d, source, schedule, epochs, threads, limit, mib):
         proc = subprocess.run(cmd, preexec_fn=pre, env=env)
         print(json.dumps({"limit": f"RLIMIT_AS {mib} MiB", "exit": proc.returncode}))
         return proc.returncode
+    # Pages of the page cache stay charged to the cgroup that read them first: evict the
+    # file's pages, so that this run reads them again and they count against its limit.
+    for name in ("x.npy", "x.h5", "xz.h5"):
+        if (d / name).exists():
+            fd = os.open(d / name, os.O_RDONLY)
+            try:
+                os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+            finally:
+                os.close(fd)
     version, own = _own_cgroup()
     group = own / f"poswise-bench-{os.getpid()}"
     group.mkdir()                   # a child of this process's cgroup: within its limits
@@ -259,8 +272,10 @@ def main():
     p.add_argument("--mib", type=int, default=1024)
     p.add_argument("--dtype", choices=["float32", "float64"], default="float32",
                    help="the network's dtype (float64: every block converted)")
+    p.add_argument("--tag", default="", help=argparse.SUPPRESS)
     a = p.parse_args()
     DTYPE[0] = np.dtype(a.dtype).type
+    LIMIT[0] = a.tag
     if a.cmd == "make":
         make(a.dir, a.gib, a.gzip)
     elif a.cmd == "side":
