@@ -9,7 +9,8 @@
         every source trained in this one process, interleaved over the rounds (a slow
         spell of the shared machine hits every source alike); per source: the median
         epoch time over all rounds (epochs 2.. of each fit), its spread, the ratio to
-        "memory"
+        "memory". A source "S+perblock" reads S as under ``ulimit -v`` (each block
+        mapped anew, no mapping kept; a 1 TiB soft RLIMIT_AS during its fits)
     python benchmarks/bench_streaming.py limited DIR SOURCE SCHEDULE --limit {cgroup,ulimit}
                                                 [--mib 1024] [--epochs 3]
         one fit in a child process under a memory limit: a new memory cgroup (v1 or v2)
@@ -119,14 +120,32 @@ def _weights(net):
     return {f"a{i}": a for i, a in enumerate(net.weights + net.biases)}
 
 
+class _address_limit:
+    """A finite (1 TiB) soft address-space limit during a fit: what ``ulimit -v`` makes
+    the reader do (map each block anew, keep no mapping), without limiting anything."""
+
+    def __init__(self, on):
+        self.on, self.old = on, None
+
+    def __enter__(self):
+        if self.on:
+            self.old = resource.getrlimit(resource.RLIMIT_AS)
+            resource.setrlimit(resource.RLIMIT_AS, (1 << 40, self.old[1]))
+
+    def __exit__(self, *exc):
+        if self.old is not None:
+            resource.setrlimit(resource.RLIMIT_AS, self.old)
+
+
 def side(d, schedule, sources, epochs, rounds, threads):
     y = np.load(d / "y.npy")
     per = {s: {"wall": [], "cpu": []} for s in sources}
-    opened = {s: _open(d, s) for s in sources}
+    opened = {s: _open(d, s.split("+")[0]) for s in sources}
     try:
         for r in range(rounds):
             for s in (sources if r % 2 == 0 else sources[::-1]):
-                _, wall, cpu, _ = _fit(opened[s][0], y, schedule, epochs, threads)
+                with _address_limit(s.endswith("+perblock")):
+                    _, wall, cpu, _ = _fit(opened[s][0], y, schedule, epochs, threads)
                 per[s]["wall"] += wall[1:]          # epoch 1 adds the priming pass
                 per[s]["cpu"] += cpu[1:]
                 print(json.dumps({"round": r, "source": s, "epoch_s": [round(v, 3)
