@@ -19,6 +19,19 @@ def expected_stop(losses, patience, tol):
     return None
 
 
+def expected_flat_stop(losses, patience, tol):
+    """The first epoch e >= patience whose window of losses e - patience .. e has
+    max - min <= tol * min |loss|."""
+    for e in range(patience, len(losses)):
+        w = losses[e - patience:e + 1]
+        if np.all(np.isfinite(w)) and w.max() - w.min() <= tol * np.abs(w).min():
+            return e
+    return None
+
+
+EXPECTED = {"no_improvement": expected_stop, "flat": expected_flat_stop}
+
+
 def _problem(seed=0, D=12, N=40):
     """Noisy regression with a small network: the loss levels off above zero, so the
     relative improvements shrink until the patience rule fires."""
@@ -27,21 +40,22 @@ def _problem(seed=0, D=12, N=40):
     return X, y, poswise.MLP([D, 3, 2, 1], rng=rng)
 
 
+@pytest.mark.parametrize("stall", ["no_improvement", "flat"])
 @pytest.mark.parametrize("schedule", ["gd", "pwo", "layerwise"])
 @pytest.mark.parametrize("mode", ["chunks", "per_epoch", "minibatch"])
 @pytest.mark.parametrize("patience,tol", [(3, 1e-2), (8, 1e-2), (25, 0.05)])
-def test_stops_where_the_history_says(schedule, mode, patience, tol):
+def test_stops_where_the_history_says(stall, schedule, mode, patience, tol):
     X, y, net = _problem()
     ref_net = net.copy()
     kw = {"batch_size": 16} if mode == "minibatch" else {}
     cls = poswise.SCHEDULES[schedule]
     fit_kw = {"callbacks": [lambda e, h: False]} if mode == "per_epoch" else {}
     full = cls(0.05, loss="mse", rng=1, **kw).fit(ref_net, X, y, epochs=300, **fit_kw)
-    stop = expected_stop(np.asarray(full.loss), patience, tol)
+    stop = EXPECTED[stall](np.asarray(full.loss), patience, tol)
     assert stop is not None and stop < 300, "the case must stall within its budget"
-    hist = cls(0.05, loss="mse", rng=1, **kw).fit(net, X, y, epochs=300, patience=patience, tol=tol,
-                                     **fit_kw)
-    assert hist.stopped_reason == "no_improvement"
+    hist = cls(0.05, loss="mse", rng=1, **kw).fit(net, X, y, epochs=300, patience=patience,
+                                                  tol=tol, stall=stall, **fit_kw)
+    assert hist.stopped_reason == stall
     assert hist.epochs == stop
     np.testing.assert_array_equal(hist.loss, full.loss[:stop + 1])
 
@@ -70,24 +84,26 @@ def test_val_loss_monitor():
     assert hist.epochs == stop and hist.stopped_reason == "no_improvement"
 
 
-def test_resume_stops_at_the_same_epoch(tmp_path):
+@pytest.mark.parametrize("stall", ["no_improvement", "flat"])
+def test_resume_stops_at_the_same_epoch(tmp_path, stall):
     X, y, net = _problem(3)
     a, b = net.copy(), net.copy()
     tr = poswise.PositionWise(0.01, loss="mse", update="adam")
-    whole = tr.fit(a, X, y, epochs=400, patience=10, tol=1e-2)
-    assert whole.stopped_reason == "no_improvement"
+    whole = tr.fit(a, X, y, epochs=400, patience=10, tol=1e-2, stall=stall)
+    assert whole.stopped_reason == stall
     ck = tmp_path / "ck.npz"
     k = whole.epochs - 3                      # interrupted three epochs before the stop
     tr.fit(b, X, y, epochs=k, checkpoint=ck)
-    rest = tr.fit(b, X, y, epochs=400, resume=ck, patience=10, tol=1e-2)
-    assert rest.epochs == whole.epochs and rest.stopped_reason == "no_improvement"
+    rest = tr.fit(b, X, y, epochs=400, resume=ck, patience=10, tol=1e-2, stall=stall)
+    assert rest.epochs == whole.epochs and rest.stopped_reason == stall
     for wa, wb in zip(a.weights, b.weights):
         np.testing.assert_array_equal(wa, wb)
 
 
 @pytest.mark.parametrize("kw,msg", [({"patience": 0}, "patience"),
                                     ({"patience": 2.5}, "patience"),
-                                    ({"patience": 3, "tol": -1.0}, "tol")])
+                                    ({"patience": 3, "tol": -1.0}, "tol"),
+                                    ({"patience": 3, "stall": "flatt"}, "stall")])
 def test_bad_values_are_refused(kw, msg):
     X, y, net = _problem()
     before = [w.copy() for w in net.weights]

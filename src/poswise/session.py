@@ -49,6 +49,7 @@ from .losses import LOSSES
 __all__ = ["TrainingSession"]
 
 STATE_KEYS = ("s1W", "s2W", "s1b", "s2b")
+STALL_RULES = ("no_improvement", "flat")    # fit's ``stall``; also the stopped_reason
 # Epochs without per-epoch Python work run in chunks of about this many seconds.
 CHUNK_SECONDS = 0.02
 
@@ -126,7 +127,7 @@ class TrainingSession:
     def fit(self, X, y, *, epochs, target_loss=None, validation_data=None, monitor="loss",
             callbacks=(), progress=False, checkpoint=None, checkpoint_every=None,
             resume=None, sample_weight=None, comm=None, reduction="allreduce",
-            patience=None, tol=1e-4):
+            patience=None, tol=1e-4, stall="no_improvement"):
         """Train for up to ``epochs`` more epochs; see :meth:`GradientDescent.fit`.
 
         The update rule's state carries over from the previous call of this session.
@@ -148,6 +149,7 @@ class TrainingSession:
         patience = _layout.check_scalar(patience, "patience", where, kind="int", low=1,
                                         low_inclusive=True, allow_none=True)
         tol = _layout.check_scalar(tol, "tol", where, low=0, low_inclusive=True)
+        _layout.check_choice(stall, "stall", where, STALL_RULES)
         checkpoint_every = _layout.check_scalar(
             checkpoint_every, "checkpoint_every", where, kind="int", low=1,
             low_inclusive=True, allow_none=True)
@@ -160,7 +162,8 @@ class TrainingSession:
                 o = _Options(epochs, target_loss, monitor, callbacks, progress, checkpoint,
                              checkpoint_every)
                 o.comm, o.reduction = comm, reduction
-                o.stall = None if patience is None else _Stall(patience, tol, monitor)
+                o.stall = None if patience is None else _Stall(patience, tol, monitor,
+                                                               stall)
                 loop = self._prepare(X, y, validation_data, resume, o, t_start,
                                      sample_weight)
                 return loop.run()
@@ -870,28 +873,36 @@ def _stop_reason(hist, o, epoch):
     if stop is not None:
         return stop
     if o.stall is not None and o.stall.stalled(hist):
-        return "no_improvement"
+        return o.stall.rule
     if epoch >= o.epochs:
         return "max_epochs"
     return None
 
 
 class _Stall:
-    """The patience rule: training has stalled at epoch ``e`` when the monitored loss has
-    not improved on its best by more than ``tol`` (relative) in the last ``patience``
-    epochs, i.e. ``e - best_epoch >= patience``, where ``best_epoch`` is the last epoch
-    whose loss was below ``best - tol * |best|`` of the epochs before it (epoch 0, the
-    initial loss, counts). A function of the history alone, so a resumed run stops where
-    the uninterrupted one would; non-finite losses never count as improvements."""
+    """The patience rules (``fit(patience=k, tol=..., stall=...)``), functions of the
+    history alone, so a resumed run stops where the uninterrupted one would.
 
-    def __init__(self, patience, tol, monitor):
-        self.patience, self.tol, self.monitor = patience, tol, monitor
-        self.seen = 0              # history entries scanned
+    * ``"no_improvement"`` (scikit-learn's ``n_iter_no_change``): stop at epoch ``e`` when
+      ``e - best_epoch >= k``, ``best_epoch`` being the last epoch whose loss was below
+      ``best - tol * |best|`` of the epochs before it (epoch 0 counts).
+    * ``"flat"``: stop at epoch ``e >= k`` when the losses of epochs ``e - k .. e`` are all
+      finite and lie within ``tol * min |loss|`` of each other: the loss has stopped
+      changing (a collapsed network), which an unstable run that climbs back does not do.
+
+    Non-finite losses never count as improvements and never make a window flat."""
+
+    def __init__(self, patience, tol, monitor, rule="no_improvement"):
+        self.patience, self.tol, self.monitor, self.rule = patience, tol, monitor, rule
+        self.seen = 0              # history entries scanned (no_improvement)
         self.best = math.inf
         self.best_epoch = 0
 
+    def _values(self, hist):
+        return hist.loss if self.monitor == "loss" else hist.val_loss
+
     def _scan(self, hist):
-        values = hist.loss if self.monitor == "loss" else hist.val_loss
+        values = self._values(hist)
         if len(values) < self.seen:            # a shorter history (rollback): rescan
             self.seen, self.best, self.best_epoch = 0, math.inf, 0
         for e in range(self.seen, len(values)):
@@ -901,12 +912,33 @@ class _Stall:
                 self.best, self.best_epoch = v, e
         self.seen = len(values)
 
+    def _flat_from(self, hist):
+        """The first epoch j such that epochs j..(last) could all lie in one window that
+        is flat (their spread is within tol times their smallest magnitude)."""
+        values = self._values(hist)
+        j = len(values)
+        lo, hi, small = math.inf, -math.inf, math.inf
+        while j > 0 and len(values) - j <= self.patience:
+            v = float(values[j - 1])
+            if not math.isfinite(v):
+                break
+            lo, hi, small = min(lo, v), max(hi, v), min(small, abs(v))
+            if hi - lo > self.tol * small:
+                break
+            j -= 1
+        return j
+
     def stalled(self, hist):
+        if self.rule == "flat":
+            return hist.epochs >= self.patience and \
+                self._flat_from(hist) <= hist.epochs - self.patience
         self._scan(hist)
         return hist.epochs - self.best_epoch >= self.patience
 
     def epochs_left(self, hist):
         """Epochs that may run before the rule can first stop training (at least 1)."""
+        if self.rule == "flat":
+            return max(1, self._flat_from(hist) + self.patience - hist.epochs)
         self._scan(hist)
         return max(1, self.best_epoch + self.patience - hist.epochs)
 
