@@ -580,15 +580,15 @@ cdef inline void _apply_param(const pw_rule* r, long long t, double lr, void* p,
 cdef inline void _apply_transposed(const pw_rule* r, long long t, double lr, void* WT,
                                    int nout, int nin, Py_ssize_t NP, const floating* g,
                                    void* s1, void* s2, int nthreads) noexcept nogil:
-    # the direct first layer: W[0][j, i] is WT[i * NP + j]; walking WT in its memory order
-    # (i outer) reads each of its cache lines once, where the canonical order (j outer)
-    # would stream the whole of WT nout times. Gradient and state stay canonical.
+    # the direct first layer: W[0][j, i] is WT[i * NP + j] (column stride NP); the rule
+    # kernel takes it in tiles of columns small enough for a tile of WT to stay in L1
+    # while the nout rows are updated. Gradient and state stay canonical.
     if floating is double:
-        pw_rule_apply_par_d(r, t, lr, <double*>WT, nin, nout, NP, 1, g, 1, nin,
-                            <double*>s1, <double*>s2, 1, nin, nthreads)
+        pw_rule_apply_par_d(r, t, lr, <double*>WT, nout, nin, 1, NP, g, nin, 1,
+                            <double*>s1, <double*>s2, nin, 1, nthreads)
     else:
-        pw_rule_apply_par_s(r, t, lr, <float*>WT, nin, nout, NP, 1, g, 1, nin,
-                            <float*>s1, <float*>s2, 1, nin, nthreads)
+        pw_rule_apply_par_s(r, t, lr, <float*>WT, nout, nin, 1, NP, g, nin, 1,
+                            <float*>s1, <float*>s2, nin, 1, nthreads)
 
 
 cdef void _apply_span(Net* net, int first, floating lr) noexcept nogil:

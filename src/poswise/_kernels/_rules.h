@@ -159,18 +159,29 @@ static void pw_rule_apply_##SUF(const pw_rule* r, long long t, double lr, T* p, 
                            scs);                                                            \
 }
 
-/* The same over up to nthreads threads, by rows (each thread at least PW_THREAD_GRAIN
- * elements): every element is updated by the same arithmetic whatever the split, so the
- * result does not depend on the thread count. */
+/* The same, tiled and threaded. Columns are taken in tiles of PW_RULE_TILE_BYTES of the
+ * parameter (at least 8 columns), all rows of a tile at once: for the direct layer's
+ * transposed copy (column stride NP) a tile's lines of WT stay in L1 while its rows are
+ * updated, and the gradient and state rows are read contiguously. Contiguous arrays are
+ * one row of rows * cols elements. Threads split the columns by whole tiles (each at least
+ * PW_THREAD_GRAIN elements); every element sees the same arithmetic whatever the split,
+ * so the result does not depend on the thread count. */
+#define PW_RULE_TILE_BYTES 16384
 #define PW_RULE_PARALLEL(T, SUF)                                                            \
 typedef struct {                                                                            \
-    const pw_rule* r; long long t; double lr; T* p; int rows, cols;                         \
+    const pw_rule* r; long long t; double lr; T* p; int rows, lo, hi, tile;                 \
     ptrdiff_t prs, pcs; const T* g; ptrdiff_t grs, gcs; T* s1; T* s2; ptrdiff_t srs, scs;   \
 } pw_rule_job_##SUF;                                                                        \
 static void pw_rule_job_run_##SUF(void* arg) {                                              \
     pw_rule_job_##SUF* a = (pw_rule_job_##SUF*)arg;                                         \
-    pw_rule_apply_##SUF(a->r, a->t, a->lr, a->p, a->rows, a->cols, a->prs, a->pcs, a->g,    \
-                        a->grs, a->gcs, a->s1, a->s2, a->srs, a->scs);                      \
+    int c, w;                                                                               \
+    for (c = a->lo; c < a->hi; c += a->tile) {                                              \
+        w = a->hi - c < a->tile ? a->hi - c : a->tile;                                      \
+        pw_rule_apply_##SUF(a->r, a->t, a->lr, a->p + c * a->pcs, a->rows, w, a->prs,      \
+                            a->pcs, a->g + c * a->gcs, a->grs, a->gcs,                      \
+                            a->s1 ? a->s1 + c * a->scs : a->s1,                             \
+                            a->s2 ? a->s2 + c * a->scs : a->s2, a->srs, a->scs);            \
+    }                                                                                       \
 }                                                                                           \
 static void pw_rule_apply_par_##SUF(const pw_rule* r, long long t, double lr, T* p,         \
                                     int rows, int cols, ptrdiff_t prs, ptrdiff_t pcs,       \
@@ -178,24 +189,27 @@ static void pw_rule_apply_par_##SUF(const pw_rule* r, long long t, double lr, T*
                                     ptrdiff_t srs, ptrdiff_t scs, int nthreads) {           \
     pw_rule_job_##SUF jobs[PW_MAX_THREADS];                                                 \
     void* args[PW_MAX_THREADS];                                                             \
-    int k, n = pw_clamp_threads(nthreads);                                                  \
-    long long cap = (long long)rows * cols / PW_THREAD_GRAIN;                               \
-    if (cap > rows) cap = rows;                                                             \
-    if (n > cap) n = cap < 1 ? 1 : (int)cap;                                                \
-    if (n == 1) {                                                                           \
-        pw_rule_apply_##SUF(r, t, lr, p, rows, cols, prs, pcs, g, grs, gcs, s1, s2, srs,    \
-                            scs);                                                           \
-        return;                                                                             \
+    int k, n = pw_clamp_threads(nthreads), tiles, tile;                                     \
+    long long cap = (long long)rows * cols / PW_THREAD_GRAIN, span;                         \
+    if (pcs == 1 && gcs == 1 && scs == 1 &&                                                 \
+            (rows == 1 || (prs == cols && grs == cols && srs == cols))) {                   \
+        cols = rows * cols;               /* contiguous: one row */                         \
+        rows = 1;                                                                           \
     }                                                                                       \
+    span = (pcs < 0 ? -pcs : pcs) * (long long)sizeof(T);   /* bytes per column */          \
+    tile = span > 0 ? (int)(PW_RULE_TILE_BYTES / span) : cols;                              \
+    if (tile < 8) tile = 8;                                                                 \
+    if (tile > cols) tile = cols < 1 ? 1 : cols;                                            \
+    tiles = (cols + tile - 1) / tile;                                                       \
+    if (cap > tiles) cap = tiles;                                                           \
+    if (n > cap) n = cap < 1 ? 1 : (int)cap;                                                \
     for (k = 0; k < n; k++) {                                                               \
-        int lo = (int)((long long)rows * k / n), hi = (int)((long long)rows * (k + 1) / n); \
         pw_rule_job_##SUF* a = &jobs[k];                                                    \
-        a->r = r; a->t = t; a->lr = lr; a->rows = hi - lo; a->cols = cols;                  \
+        a->r = r; a->t = t; a->lr = lr; a->p = p; a->g = g; a->s1 = s1; a->s2 = s2;         \
+        a->rows = rows; a->tile = tile;                                                     \
         a->prs = prs; a->pcs = pcs; a->grs = grs; a->gcs = gcs; a->srs = srs; a->scs = scs; \
-        a->p = p + lo * prs;                                                                \
-        a->g = g + lo * grs;                                                                \
-        a->s1 = s1 ? s1 + lo * srs : s1;                                                    \
-        a->s2 = s2 ? s2 + lo * srs : s2;                                                    \
+        a->lo = (int)((long long)tiles * k / n) * tile;                                     \
+        a->hi = k == n - 1 ? cols : (int)((long long)tiles * (k + 1) / n) * tile;           \
         args[k] = a;                                                                        \
     }                                                                                       \
     pw_parallel(pw_rule_job_run_##SUF, args, n);                                            \
