@@ -6,6 +6,7 @@ import pytest
 import poswise
 from poswise import MLP, GradientDescent, LayerwiseGD, PositionWise
 from poswise.updates import SGD, Adam, AdamW, RMSprop, UPDATE_RULES, get_update
+from poswise._kernels import _core
 from conftest import make_problem, rel_err
 
 torch = pytest.importorskip("torch")
@@ -357,3 +358,31 @@ def test_dual_resume_and_rollback_with_momentum(tmp_path, rule):
     PositionWise(0.05, **kw).fit(b, X, y, epochs=10, resume=ck)
     for x, z in zip(a.weights + a.biases, b.weights + b.biases):
         np.testing.assert_array_equal(x, z)
+
+
+@pytest.mark.skipif(not _core.direct_supported(),
+                    reason="no direct kernels on this CPU")
+@pytest.mark.parametrize("rule", ["adam", "momentum", "rmsprop"])
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_large_layer_apply_any_thread_count(rule, dtype):
+    # A first layer of 8192 x 20 = 163840 parameters is applied by up to 2 threads (each
+    # takes at least PW_THREAD_GRAIN elements), walking the direct layer's transposed copy
+    # in its memory order; mini-batch direct gradients split by columns, so any thread
+    # count must give the very bits of one thread. The numpy twin checks the arithmetic.
+    X, y = make_problem(400, 8192, 3, "cross_entropy", np.random.default_rng(5))
+    X, net0 = X.astype(dtype), MLP((8192, 20, 3), dtype=dtype, rng=1)
+    kw = dict(loss="cross_entropy", update=rule, batch_size=200, rng=0)
+    nets = {}
+    for threads in (1, 2, 3, 64):
+        net = net0.copy()
+        GradientDescent(1e-3, first_layer="direct", threads=threads, **kw).fit(
+            net, X, y, epochs=2)
+        nets[threads] = net
+    for threads, net in nets.items():
+        for a, b in zip(net.weights + net.biases, nets[1].weights + nets[1].biases):
+            np.testing.assert_array_equal(a, b)
+    if dtype == np.float64:     # (in float32, Adam's normalised steps amplify rounding)
+        twin = net0.copy()
+        GradientDescent(1e-3, backend="numpy", **kw).fit(twin, X, y, epochs=2)
+        for a, b in zip(nets[1].weights + nets[1].biases, twin.weights + twin.biases):
+            assert rel_err(a, b) <= 1e-10

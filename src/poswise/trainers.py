@@ -90,7 +90,7 @@ class _Trainer:
     def fit(self, net, X, y, *, epochs, target_loss=None, validation_data=None,
             monitor="loss", callbacks=(), progress=False, checkpoint=None,
             checkpoint_every=None, resume=None, sample_weight=None, comm=None,
-            reduction="allreduce"):
+            reduction="allreduce", patience=None, tol=1e-4, stall="no_improvement"):
         """Train ``net`` in place and return its :class:`History`.
 
         Parameters
@@ -148,6 +148,20 @@ class _Trainer:
         reduction : {"allreduce", "ordered"}
             How the ranks' sums are added: MPI's Allreduce, or gathered and summed in
             rank order (the same bits whatever the MPI library's algorithm).
+        patience : int, optional
+            Stop a run that has stalled for ``patience`` epochs instead of spending its
+            epoch budget (``stopped_reason`` is then the ``stall`` rule's name).
+            Decided from the history alone, at the exact epoch, whether or not epochs
+            run in chunks, so ``resume`` stops where an uninterrupted run would.
+        tol : float
+            The relative change that counts (default 1e-4).
+        stall : {"no_improvement", "flat"}
+            ``"no_improvement"`` (scikit-learn's ``n_iter_no_change``): the monitored
+            loss has not improved on its best by more than ``tol`` (relative) for
+            ``patience`` epochs. ``"flat"``: the last ``patience + 1`` losses lie within
+            ``tol`` times their smallest magnitude of each other -- the loss stopped
+            changing, as when all ReLUs of a layer died (a run climbing back from a
+            spike, which ``"no_improvement"`` may stop, is not flat).
 
         Returns
         -------
@@ -167,7 +181,7 @@ class _Trainer:
             X, y, epochs=epochs, target_loss=target_loss, validation_data=validation_data,
             monitor=monitor, callbacks=callbacks, progress=progress, checkpoint=checkpoint,
             checkpoint_every=checkpoint_every, resume=resume, sample_weight=sample_weight,
-            comm=comm, reduction=reduction)
+            comm=comm, reduction=reduction, patience=patience, tol=tol, stall=stall)
 
 
 _COMMON_DOC = """

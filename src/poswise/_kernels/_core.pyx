@@ -95,6 +95,14 @@ cdef extern from "_rules.h" nogil:
                          int cols, Py_ssize_t prs, Py_ssize_t pcs, const float* g,
                          Py_ssize_t grs, Py_ssize_t gcs, float* s1, float* s2,
                          Py_ssize_t srs, Py_ssize_t scs)
+    void pw_rule_apply_par_d(const pw_rule* r, long long t, double lr, double* p, int rows,
+                             int cols, Py_ssize_t prs, Py_ssize_t pcs, const double* g,
+                             Py_ssize_t grs, Py_ssize_t gcs, double* s1, double* s2,
+                             Py_ssize_t srs, Py_ssize_t scs, int nthreads)
+    void pw_rule_apply_par_s(const pw_rule* r, long long t, double lr, float* p, int rows,
+                             int cols, Py_ssize_t prs, Py_ssize_t pcs, const float* g,
+                             Py_ssize_t grs, Py_ssize_t gcs, float* s1, float* s2,
+                             Py_ssize_t srs, Py_ssize_t scs, int nthreads)
     enum:
         PW_RULE_SGD
         PW_RULE_ADAM
@@ -559,14 +567,28 @@ cdef void _span_gradients(Net* net, int first, bint accumulate,
 
 cdef inline void _apply_param(const pw_rule* r, long long t, double lr, void* p, int rows,
                               int cols, Py_ssize_t prs, Py_ssize_t pcs, const floating* g,
-                              void* s1, void* s2) noexcept nogil:
-    # state arrays are in the canonical (rows, cols) row-major layout
+                              void* s1, void* s2, int nthreads) noexcept nogil:
+    # gradient and state arrays are in the canonical (rows, cols) row-major layout
     if floating is double:
-        pw_rule_apply_d(r, t, lr, <double*>p, rows, cols, prs, pcs, g, cols, 1,
-                        <double*>s1, <double*>s2, cols, 1)
+        pw_rule_apply_par_d(r, t, lr, <double*>p, rows, cols, prs, pcs, g, cols, 1,
+                            <double*>s1, <double*>s2, cols, 1, nthreads)
     else:
-        pw_rule_apply_s(r, t, lr, <float*>p, rows, cols, prs, pcs, g, cols, 1,
-                        <float*>s1, <float*>s2, cols, 1)
+        pw_rule_apply_par_s(r, t, lr, <float*>p, rows, cols, prs, pcs, g, cols, 1,
+                            <float*>s1, <float*>s2, cols, 1, nthreads)
+
+
+cdef inline void _apply_transposed(const pw_rule* r, long long t, double lr, void* WT,
+                                   int nout, int nin, Py_ssize_t NP, const floating* g,
+                                   void* s1, void* s2, int nthreads) noexcept nogil:
+    # the direct first layer: W[0][j, i] is WT[i * NP + j] (column stride NP); the rule
+    # kernel takes it in tiles of columns small enough for a tile of WT to stay in L1
+    # while the nout rows are updated. Gradient and state stay canonical.
+    if floating is double:
+        pw_rule_apply_par_d(r, t, lr, <double*>WT, nout, nin, 1, NP, g, nin, 1,
+                            <double*>s1, <double*>s2, nin, 1, nthreads)
+    else:
+        pw_rule_apply_par_s(r, t, lr, <float*>WT, nout, nin, 1, NP, g, nin, 1,
+                            <float*>s1, <float*>s2, nin, 1, nthreads)
 
 
 cdef void _apply_span(Net* net, int first, floating lr) noexcept nogil:
@@ -589,15 +611,14 @@ cdef void _apply_span(Net* net, int first, floating lr) noexcept nogil:
         if l == 0 and net.dual:
             _apply_dual(net, lrl, lr)
         elif l == 0 and net.direct:
-            # WT is (n_in, NP): element (j, i) of W[0] is WT[i * NP + j]
-            _apply_param(&net.rule, t, lrl, net.WT, nout, nin, 1, net.NP, g, net.s1W[l],
-                         net.s2W[l])
+            _apply_transposed(&net.rule, t, lrl, net.WT, nout, nin, net.NP, g, net.s1W[l],
+                              net.s2W[l], net.nthreads)
         else:
             _apply_param(&net.rule, t, lrl, net.W[l], nout, nin, nin, 1, g, net.s1W[l],
-                         net.s2W[l])
+                         net.s2W[l], net.nthreads)
         if not (l == net.L - 1 and net.loss == LOSS_AM_SOFTMAX):
             _apply_param(&rb, t, lrl, net.b[l], 1, nout, 0, 1, g + <Py_ssize_t>nin * nout,
-                         net.s1b[l], net.s2b[l])
+                         net.s1b[l], net.s2b[l], 1)
 
 
 cdef double _step(Net* net, int first, floating lr, bint refresh) noexcept nogil:
