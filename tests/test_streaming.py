@@ -271,8 +271,8 @@ def _h5(path, X, mode="r", **create):
 def test_hdf5_rows_mapped_from_the_file(tmp_path, monkeypatch, create, mapped, dtype):
     """Uncompressed rows stored as one C-ordered array are mapped (no copy); the blocks
     equal the data whatever the path, for both training dtypes."""
-    from poswise import _streaming
-    monkeypatch.setattr(_streaming, "MIN_EXTENT_BYTES", 0)        # a tiny test file
+    from poswise import _mapped
+    monkeypatch.setattr(_mapped, "MIN_EXTENT_BYTES", 0)        # a tiny test file
     X = np.random.default_rng(1).standard_normal((23, 6)).astype(np.float32)
     f, ds = _h5(tmp_path / "x.h5", X, **create)
     with f:
@@ -332,8 +332,8 @@ def test_stream_reuses_two_buffers(files, prefetch):
 def test_fit_on_mapped_hdf5_and_npy_rows(tmp_path, monkeypatch, schedule):
     """fit on rows mapped from an HDF5 file (chunked, read-only) and from a .npy file: the
     weights of the in-memory run, float64 training of float32 data and float32 of float32."""
-    from poswise import MLP, SCHEDULES, _streaming
-    monkeypatch.setattr(_streaming, "MIN_EXTENT_BYTES", 0)
+    from poswise import MLP, SCHEDULES, _mapped
+    monkeypatch.setattr(_mapped, "MIN_EXTENT_BYTES", 0)
     rng = np.random.default_rng(3)
     X = rng.standard_normal((157, 8)).astype(np.float32)
     y = rng.integers(0, 3, 157)
@@ -357,7 +357,7 @@ def test_fit_on_mapped_hdf5_and_npy_rows(tmp_path, monkeypatch, schedule):
 def test_hdf5_chunks_in_separate_runs(tmp_path, monkeypatch):
     """Chunks stored apart (here in reverse order) are separate extents: mapped blocks
     end where an extent ends; with runs smaller than MIN_EXTENT_BYTES, h5py reads."""
-    from poswise import _streaming
+    from poswise import _mapped
     X = np.random.default_rng(4).standard_normal((22, 6))
     with h5py.File(tmp_path / "r.h5", "w") as f:
         d = f.create_dataset("X", shape=X.shape, dtype=X.dtype, chunks=(4, 6))
@@ -365,7 +365,7 @@ def test_hdf5_chunks_in_separate_runs(tmp_path, monkeypatch):
             d[lo:lo + 4] = X[lo:lo + 4]
     with h5py.File(tmp_path / "r.h5", "r") as f:
         assert not BlockReader(f["X"], np.float64).mapped
-        monkeypatch.setattr(_streaming, "MIN_EXTENT_BYTES", 0)
+        monkeypatch.setattr(_mapped, "MIN_EXTENT_BYTES", 0)
         r = BlockReader(f["X"], np.float64, block_rows=8)
         assert r.mapped and len(r._file.extents) == 6
         assert r.bounds() == [(0, 4), (4, 8), (8, 12), (12, 16), (16, 20), (20, 22)]
@@ -414,3 +414,17 @@ def test_blocks_at_hand_skip_the_read_ahead_thread(tmp_path):
     second = [b for *_, b in r.stream()]
     assert all(np.shares_memory(a, b) for a, b in zip(first, second))
     np.testing.assert_array_equal(np.concatenate(second), X)
+
+
+def test_mapping_failure_falls_back_to_reading(tmp_path, monkeypatch):
+    """A file system that cannot map (or no address space left): the reader reads."""
+    X = np.random.default_rng(6).standard_normal((30, 4))
+    np.save(tmp_path / "x.npy", X)
+    r = BlockReader(NpyRows(tmp_path / "x.npy"), np.float64, block_rows=8)
+    assert r.mapped
+
+    def fail(lo, hi):
+        raise OSError(19, "No such device")
+    monkeypatch.setattr(r._file, "rows", fail)
+    np.testing.assert_array_equal(np.concatenate([b for *_, b in r.stream()]), X)
+    assert not r.mapped
