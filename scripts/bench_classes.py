@@ -115,7 +115,7 @@ def main_class(machine_info):
 
 
 def _kernel_table(path, rec):
-    clock = ("the calling thread's CPU time" if "cpu" in rec.get("clock", "")
+    clock = ("the calling thread's CPU time" if "cpu" in rec.get("clock", "").lower()
              else "wall time")
     rows = [f"| {r['case']} | {r['what']} | {r['before_s'] * 1e3:.3f} | "
             f"{r['after_s'] * 1e3:.3f} | {r['after_over_before']:.2f} | "
