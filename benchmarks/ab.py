@@ -17,9 +17,12 @@ machine state. A child measures, in one process:
 * the marginal cost of an epoch through ``fit``: ``(t(fit 2k epochs) - t(fit k)) / k``,
   wall time, everything included (as a user sees it; set-up cancels out);
 * the floor: numpy's two products with X per epoch (``FloorRunner``), the same data;
+* with ``--torch``, in the children of the build after: PyTorch CPU's epoch (``TorchRunner``);
 
 ``reps`` times each, alternating, and reports the medians and the median of the per-rep
-ratios poswise / floor. The output JSON (default ``benchmarks/results/<cpu-class>-<date>
+ratios poswise / floor (and poswise / torch). ``--clock cpu`` times with the process's CPU
+time instead of wall time: with ``--threads 1`` that is the wall time of an idle core, and
+the time other processes hold the core drops out. The output JSON (default ``benchmarks/results/<cpu-class>-<date>
 .json``, one per class) holds every child's numbers; ``scripts/bench_report.py --classes``
 turns them into one table per class. Never asserts on time.
 """
@@ -53,13 +56,27 @@ shape = bc.SHAPES[SHAPE]
 dtype = np.dtype(DTYPE).type
 X, y, _ = bc.make_data(shape, dtype)
 floor = bc.FloorRunner(shape, dtype, X, y) if SHAPE != "tiny" else None
-out = {"floor_s": [], "epoch_s": {}, "ratio": {}, "first_layer": {}, "threads": {}}
+out = {"floor_s": [], "epoch_s": {}, "ratio": {}, "first_layer": {}, "threads": {},
+       "clock": CLOCK, "torch_s": {}, "torch_ratio": {}}
+clock = time.process_time if CLOCK == "cpu" else time.perf_counter
+torch_runners = {}
+if PEERS:
+    import torch
+    if THREADS:
+        torch.set_num_threads(THREADS)
+    torch_runners = {s: bc.TorchRunner(shape, dtype, X, y, s) for s in ("gd", "pwo")}
 
 def fit(cls, epochs):
     net = bc.make_net(shape, dtype)
-    t0 = time.perf_counter()
+    t0 = clock()
     hist = cls(shape.lr, loss=shape.loss, threads=THREADS).fit(net, X, y, epochs=epochs)
-    return time.perf_counter() - t0, hist
+    return clock() - t0, hist
+
+def torch_epoch(runner, epochs):
+    runner.reset()
+    t0 = clock()
+    runner.run(epochs)
+    return (clock() - t0) / epochs
 
 from contextlib import nullcontext
 from threadpoolctl import threadpool_limits
@@ -67,11 +84,16 @@ limit = (lambda: threadpool_limits(THREADS)) if THREADS else nullcontext
 
 for sched, cls in (("gd", GradientDescent), ("pwo", PositionWise)):
     fit(cls, 1)                                   # warm-up: imports, pool, pages of X
-    eps, ratios = [], []
+    tr = torch_runners.get(sched)
+    if tr is not None:
+        torch_epoch(tr, 1)
+    eps, ratios, teps, tratios = [], [], [], []
     for r in range(REPS):
         if floor is not None:
             with limit():
-                f = floor.run(K)["epoch_s"]
+                t0 = clock()
+                floor.run(K)
+                f = (clock() - t0) / K
             out["floor_s"].append(f)
         t1, _ = fit(cls, K)
         t2, hist = fit(cls, 2 * K)
@@ -79,8 +101,15 @@ for sched, cls in (("gd", GradientDescent), ("pwo", PositionWise)):
         eps.append(e)
         if floor is not None:
             ratios.append(e / f)
+        if tr is not None:
+            t = torch_epoch(tr, K)
+            teps.append(t)
+            tratios.append(e / t)
     out["epoch_s"][sched] = float(np.median(eps))
     out["ratio"][sched] = float(np.median(ratios)) if ratios else None
+    if tr is not None:
+        out["torch_s"][sched] = float(np.median(teps))
+        out["torch_ratio"][sched] = float(np.median(tratios))
     out["first_layer"][sched] = hist.first_layer
     out["threads"][sched] = getattr(hist, "threads", None)
 out["floor_s"] = float(np.median(out["floor_s"])) if out["floor_s"] else None
@@ -143,10 +172,11 @@ def commit_of(src):
     return "unknown (not a git checkout)"
 
 
-def run_child(src, case, dtype, isa, threads):
+def run_child(src, case, dtype, isa, threads, clock="wall", peers=False):
     shape, k, reps = CASES[case]
     code = (f"BENCH = {str(HERE)!r}; SHAPE = {shape!r}; DTYPE = {dtype!r}; K = {k}; "
-            f"REPS = {reps}; THREADS = {threads!r}\n" + CHILD)
+            f"REPS = {reps}; THREADS = {threads!r}; CLOCK = {clock!r}; "
+            f"PEERS = {bool(peers)!r}\n" + CHILD)
     env = dict(os.environ, PYTHONPATH=str(src))
     env.pop("POSWISE_BENCH_SMOKE", None)
     if isa != "auto":
@@ -172,6 +202,13 @@ def main(argv=None):
     ap.add_argument("--threads", type=int, default=None,
                     help="threads= of the fits and BLAS threads of the floor (default: the "
                          "library's, every core); 1 is the robust choice on a loaded machine")
+    ap.add_argument("--clock", choices=("wall", "cpu"), default="wall",
+                    help="wall: elapsed time (what a user sees); cpu: the process's CPU "
+                         "time, which with --threads 1 leaves out the time other "
+                         "processes hold the core (the robust choice on a shared machine)")
+    ap.add_argument("--torch", action="store_true",
+                    help="also time PyTorch CPU (same data and network, autograd) in the "
+                         "children of the build after, alternating with poswise")
     ap.add_argument("-o", "--output", help="output JSON (one class only)")
     args = ap.parse_args(argv)
     info = cpu_info()
@@ -188,8 +225,9 @@ def main(argv=None):
             "command": "python benchmarks/ab.py " + " ".join(argv or sys.argv[1:]),
             "load_before": os.getloadavg(), "rounds": args.rounds,
             "threads": args.threads or "library default (every core)",
-            "measure": "marginal wall time of an epoch through fit, (t(2k) - t(k)) / k; "
-                       "floor: numpy's two products with X; medians",
+            "measure": f"marginal {args.clock} time of an epoch through fit, (t(2k) - t(k)) "
+                       f"/ k; floor: numpy's two products with X; torch: PyTorch CPU's "
+                       f"epoch; medians", "clock": args.clock, "load": [],
             "runs": [],
         }
         for rnd in range(args.rounds):
@@ -198,7 +236,8 @@ def main(argv=None):
                     order = list(builds) if rnd % 2 == 0 else list(builds)[::-1]
                     for build in order:
                         t0 = time.perf_counter()
-                        out = run_child(builds[build], case, dtype, isa, args.threads)
+                        out = run_child(builds[build], case, dtype, isa, args.threads,
+                                        args.clock, args.torch and build == "after")
                         out.update(build=build, round=rnd, case=case, dtype=dtype,
                                    wall_s=time.perf_counter() - t0)
                         record["runs"].append(out)
@@ -206,6 +245,7 @@ def main(argv=None):
                               f"{out['epoch_s']} ratio {out['ratio']}", file=sys.stderr)
             # written after every round: a long run that is stopped keeps what it measured
             record["load_after"] = os.getloadavg()
+            record["load"].append(os.getloadavg())
             record["rounds_done"] = rnd + 1
             path = Path(args.output) if args.output else (
                 HERE / "results" / f"{cls}-{record['date'][:10]}.json")

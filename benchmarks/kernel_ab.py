@@ -11,7 +11,8 @@ this checkout's ``src/poswise/_kernels/_direct.h`` (after), then runs them alter
 ``--rounds`` times per case: the first-layer forward and gradient products on MNIST- and
 CIFAR-shaped data (one thread, 20 outputs, float64 and float32) and an empty
 ``pw_parallel`` call (2 and 8 threads). Each run reports the minimum over its repetitions
-(robust to other processes); the JSON (default ``benchmarks/results/kernels-<cpu-class>-
+of the calling thread's CPU time for the products (robust to other processes; wall time is
+kept in the JSON too) and of wall time for the dispatch; the JSON (default ``benchmarks/results/kernels-<cpu-class>-
 <date>.json``) keeps every run and the medians; ``scripts/bench_report.py`` renders it
 beside ``ab.py``'s table of the same class. The two builds must agree to the last bit
 (``check``); a difference is reported. Never asserts on time.
@@ -74,7 +75,8 @@ def main(argv=None):
                "date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S"),
                "before": args.base_commit or str(base_dir), "after": commit_of(ROOT),
                "command": "python benchmarks/kernel_ab.py " + " ".join(argv or sys.argv[1:]),
-               "load_before": os.getloadavg(), "runs": [], "summary": []}
+               "load_before": os.getloadavg(), "runs": [], "summary": [],
+               "clock": "products: thread CPU time; dispatch: wall time"}
         for case in CASES:
             times = {"before": [], "after": []}
             checks = {}
@@ -90,13 +92,14 @@ def main(argv=None):
                     times[name].append(out)
                     if "check" in out:
                         checks[name] = out["check"]
-            keys = ["call_s"] if case[0] == "pool" else ["fwd_s", "grad_s"]
+            # products: the thread's CPU time (one thread; robust on a shared machine)
+            keys = ["call_s"] if case[0] == "pool" else ["fwd_cpu_s", "grad_cpu_s"]
             for key in keys:
                 b = statistics.median(r[key] for r in times["before"])
                 a = statistics.median(r[key] for r in times["after"])
                 row = {"case": case_name(case), "what": {"call_s": "dispatch",
-                                                         "fwd_s": "forward",
-                                                         "grad_s": "gradient"}[key],
+                                                         "fwd_cpu_s": "forward",
+                                                         "grad_cpu_s": "gradient"}[key],
                        "before_s": b, "after_s": a, "after_over_before": a / b}
                 if checks:
                     row["bit_identical"] = checks.get("before") == checks.get("after")

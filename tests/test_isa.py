@@ -4,7 +4,10 @@ POSWISE_ISA is read once per process, so each class runs in a subprocess, which 
 through the public API with the direct first layer and with the numpy twin and reports
 the largest relative difference. First-layer widths are chosen to hit every vector count
 of the forward kernel's specialisations: 1 to 8 vectors on AVX2 in float64 (4 lanes),
-1 to 4 in float32 and on AVX-512 in float64, 1 to 2 on AVX-512 in float32.
+1 to 4 in float32 and on AVX-512 in float64, 1 to 2 on AVX-512 in float32, with and without
+a half vector (e.g. 3, 11, 20 outputs), and the gradient kernel's outputs in one group
+(up to 24 on AVX-512, 12 on AVX2), two and three groups (27, 32 outputs); 203
+rows give a ragged last chunk of the gradient's 64-row chunks.
 """
 import functools
 import json

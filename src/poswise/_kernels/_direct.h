@@ -6,21 +6,28 @@
  * W -= lr D^T X (update), with X of shape (N, D) and only n_out (~20) outputs. General
  * GEMMs pack X for such shapes and run at a fraction of their square-matrix rate. These
  * kernels keep the weights transposed and padded, WT of shape (D, NP) with NP a multiple of
- * PW_VEC_BYTES / itemsize, and vectorise across the outputs, so that
- *   forward:  z_i[0:n1]  = sum_k x_ik WT[k, 0:n1]    (RB rows x NV vectors per block)
- *   backward: G[j, k0:k1] = sum_i d_ij x_i[k0:k1]   (RBW rows per block)
- * are register-blocked outer products that read X once each, with every sum taken in the
+ * PW_VEC_BYTES / itemsize, and compute
+ *   forward:  z_i[0:n1]  = sum_k x_ik WT[k, 0:n1]   vectorised across the outputs, RB rows
+ *             x NV vectors (+ a half vector) of accumulators per block;
+ *   backward: G[j, k:k+VL] = sum_i d_ij x_i[k:k+VL]  vectorised across the columns of X, the
+ *             accumulators of a group of outputs in registers over PW_RBW rows;
+ * register-blocked outer products that read X once each, with every sum taken in the
  * natural order (k ascending, i ascending, one fused multiply-add per term): no
  * reassociation, no -ffast-math, results independent of the number of threads and of the
- * register blocks (they only change which elements are computed when, never the order of
- * any element's sum).
+ * register and cache blocks (they only change which elements are computed when, never the
+ * order of any element's sum).
  *
  * Per CPU class (chosen at run time, no -march=native): GCC vector extensions compiled for
- * AVX-512 (64-byte vectors, 32 registers) and AVX2+FMA (32-byte vectors, 16 registers). The
- * forward kernel computes ceil(n1 / lanes) vectors per row, not NP / lanes: 20 float64
- * outputs take 5 AVX2 vectors (20 lanes), not 6. pw_cache_size reports the per-core cache
- * sizes the CPU states, for the engine's blocks of rows (the fused GD pass). On CPUs with
- * neither class (including ARM64) pw_direct_supported() is 0 and poswise uses BLAS.
+ * AVX-512 (64-byte vectors, 32 registers; with AVX512VL and FMA for the 256-bit halves) and
+ * AVX2+FMA (32-byte vectors, 16 registers). The forward kernel computes only the lanes that
+ * hold outputs, in full vectors and one half vector: 20 float64 outputs take 5 AVX2 vectors
+ * (not 6) or 2.5 AVX-512 ones (not 3), 20 float32 outputs 1.5 AVX-512 vectors (not 2); a
+ * CPU that runs 512-bit operations on 256-bit units (AMD Zen 4) does a half in half the
+ * time. The gradient's chunks of PW_RBW rows amortise the loads and stores of G, its
+ * prefetches (PW_PF elements ahead in each row of the chunk) keep PW_RBW row streams of X
+ * in flight, and when a thread's share of G outgrows the level-2 cache the CPU reports
+ * (pw_cache_size) its columns are taken in blocks that fit. On CPUs with neither class
+ * (including ARM64) pw_direct_supported() is 0 and poswise uses BLAS.
  * POSWISE_ISA=avx512|avx2|none|auto (read once per process) caps the class, so that every
  * path can be tested on one machine.
  *
@@ -45,7 +52,9 @@
 
 #if (defined(__GNUC__) || defined(__clang__)) && defined(__x86_64__)
 #define PW_X86 1
-#define PW_AVX512 __attribute__((target("avx512f")))
+/* avx512vl and fma: the half vectors of the forward kernel are 256-bit FMAs on registers
+ * 0-31 (avx512f alone has neither, and GCC then splits them into a multiply and an add) */
+#define PW_AVX512 __attribute__((target("avx512f,avx512vl,fma")))
 #define PW_AVX2 __attribute__((target("avx2,fma")))
 #else
 #define PW_X86 0
@@ -62,7 +71,8 @@ static int pw_isa_detect(void) {
     int isa, cap = 2;
     const char* env = getenv("POSWISE_ISA");
     __builtin_cpu_init();
-    if (__builtin_cpu_supports("avx512f")) isa = 2;
+    if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl") &&
+        __builtin_cpu_supports("fma")) isa = 2;
     else if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) isa = 1;
     else isa = 0;
     if (env != NULL && env[0] != '\0' && strcmp(env, "auto") != 0) {
@@ -357,16 +367,22 @@ static void pw_parallel(void (*fn)(void*), void** args, int n) {
 
 /* Bodies for scalar T, vector type V (VL lanes); NV, RB, RBW are compile-time constants
  * after inlining into the specialised functions below. */
-#define PW_BODIES(T, V, VU, VL, NAME)                                                      \
+#define PW_BODIES(T, V, VU, H, HU, VL, NAME)                                               \
+/* NV full vectors of outputs and, with NH = 1, a half vector after them (outputs that    \
+ * fill at most half a vector: 20 float32 outputs on AVX-512 take 16 + 8 lanes, not 32;  \
+ * on CPUs that run 512-bit operations on 256-bit units the half costs half). */          \
 PW_INLINE void NAME##_fwd(const T* X, int D, const T* WT, int NP, T* Z, int n1, int r0,    \
-                          int r1, const int NV, const int RB) {                            \
+                          int r1, const int NV, const int NH, const int RB) {             \
     int i = r0, k, v, r;                                                                   \
     T tmp[8 * VL];                                                                         \
     for (; i + RB <= r1; i += RB) {                                                        \
         V acc[8][8];                                                                       \
+        H hacc[8];                                                                         \
         const T* x = X + (size_t)i * D;                                                    \
-        for (r = 0; r < RB; r++)                                                           \
+        for (r = 0; r < RB; r++) {                                                         \
             for (v = 0; v < NV; v++) acc[r][v] = (V){0};                                   \
+            if (NH) hacc[r] = (H){0};                                                      \
+        }                                                                                  \
         for (k = 0; k < D; k++) {                                                          \
             const T* w = WT + (size_t)k * NP;                                              \
             T b[8];                                                                        \
@@ -375,105 +391,193 @@ PW_INLINE void NAME##_fwd(const T* X, int D, const T* WT, int NP, T* Z, int n1, 
                 V wv = *(const VU*)(w + v * VL);                                           \
                 for (r = 0; r < RB; r++) acc[r][v] += b[r] * wv;                           \
             }                                                                              \
+            if (NH) {                                                                      \
+                H wh = *(const HU*)(w + NV * VL);                                          \
+                for (r = 0; r < RB; r++) hacc[r] += b[r] * wh;                             \
+            }                                                                              \
         }                                                                                  \
         for (r = 0; r < RB; r++) {                                                         \
             for (v = 0; v < NV; v++) *(VU*)(tmp + v * VL) = acc[r][v];                     \
+            if (NH) *(HU*)(tmp + NV * VL) = hacc[r];                                       \
             memcpy(Z + (size_t)(i + r) * n1, tmp, (size_t)n1 * sizeof(T));                 \
         }                                                                                  \
     }                                                                                      \
     for (; i < r1; i++) {                                                                  \
         V acc1[8];                                                                         \
+        H hacc1 = (H){0};                                                                  \
         const T* x0 = X + (size_t)i * D;                                                   \
         for (v = 0; v < NV; v++) acc1[v] = (V){0};                                         \
         for (k = 0; k < D; k++) {                                                          \
             const T* w = WT + (size_t)k * NP;                                              \
             for (v = 0; v < NV; v++) acc1[v] += x0[k] * *(const VU*)(w + v * VL);          \
+            if (NH) hacc1 += x0[k] * *(const HU*)(w + NV * VL);                            \
         }                                                                                  \
         for (v = 0; v < NV; v++) *(VU*)(tmp + v * VL) = acc1[v];                           \
+        if (NH) *(HU*)(tmp + NV * VL) = hacc1;                                             \
         memcpy(Z + (size_t)i * n1, tmp, (size_t)n1 * sizeof(T));                           \
     }                                                                                      \
 }                                                                                          \
                                                                                            \
-/* G[j, k0:k1] (G is n1 x D) += sum over rows i of d_ij x_i[k0:k1], rows RBW at a time:   \
- * the RBW row segments of X stay in registers while every output j is accumulated. (Blocks \
- * of columns sized to L1 and of rows sized to L2 were measured slower: they break X's     \
- * sequential streams; interleaving four outputs' chains gained nothing: out-of-order      \
- * execution already overlaps them.) */                                                    \
-PW_INLINE void NAME##_bwd(const T* X, int N, int D, const T* Dl, int n1, T* G, int k0,     \
-                          int k1, const int RBW) {                                         \
-    int i, k, j, r;                                                                        \
-    for (i = 0; i + RBW <= N; i += RBW) {                                                  \
-        const T* x = X + (size_t)i * D;                                                    \
-        const T* d = Dl + (size_t)i * n1;                                                  \
-        for (k = k0; k + VL <= k1; k += VL) {                                              \
-            V xv[16];                                                                      \
-            for (r = 0; r < RBW; r++) xv[r] = *(const VU*)(x + (size_t)r * D + k);         \
-            for (j = 0; j < n1; j++) {                                                     \
-                T* g = G + (size_t)j * D + k;                                              \
-                V acc = *(const VU*)g;                                                     \
-                for (r = 0; r < RBW; r++) acc += d[(size_t)r * n1 + j] * xv[r];            \
-                *(VU*)g = acc;                                                             \
-            }                                                                              \
+/* G[j0:j0+JB, k:k+VL] (G is n1 x D) += sum over R rows i of d_ij x_i[k:k+VL], for one   \
+ * group of JB outputs and one vector of columns: the JB accumulators stay in registers    \
+ * over the R rows (one load and store of G per R rows) and the rows are the inner loop,  \
+ * so that the JB independent chains interleave (one output at a time, rows inner, left   \
+ * the FMA units waiting on one chain's latency: 2-3x slower). PF > 0 prefetches each row  \
+ * of X PF elements ahead. */                                                              \
+PW_INLINE void NAME##_bwdv(const T* x, int D, const T* d, int n1, T* G, int k, int R,     \
+                           int j0, const int JB, const int PF) {                          \
+    int jj, r;                                                                             \
+    V acc[32];                                                                             \
+    /* unrolled in full: the accumulators must be registers (GCC peels only 16) */        \
+    _Pragma("GCC unroll 32")                                                               \
+    for (jj = 0; jj < JB; jj++) acc[jj] = *(const VU*)(G + (size_t)(j0 + jj) * D + k);    \
+    for (r = 0; r < R; r++) {                                                              \
+        const T* xr = x + (size_t)r * D + k;                                               \
+        const T* dr = d + (size_t)r * n1 + j0;                                             \
+        V xv = *(const VU*)xr;                                                             \
+        if (PF > 0) __builtin_prefetch(xr + PF, 0, 3);                                     \
+        _Pragma("GCC unroll 32")                                                           \
+        for (jj = 0; jj < JB; jj++) acc[jj] += dr[jj] * xv;                                \
+    }                                                                                      \
+    _Pragma("GCC unroll 32")                                                               \
+    for (jj = 0; jj < JB; jj++) *(VU*)(G + (size_t)(j0 + jj) * D + k) = acc[jj];          \
+}                                                                                          \
+                                                                                           \
+/* The columns k0:k1 beyond the last full vector, one element at a time (same order). */  \
+PW_INLINE void NAME##_bwdt(const T* x, int D, const T* d, int n1, T* G, int k0, int k1,   \
+                           int R) {                                                        \
+    int k, j, r;                                                                           \
+    for (k = k0; k < k1; k++)                                                              \
+        for (j = 0; j < n1; j++) {                                                         \
+            T a = G[(size_t)j * D + k];                                                    \
+            for (r = 0; r < R; r++) a += d[(size_t)r * n1 + j] * x[(size_t)r * D + k];     \
+            G[(size_t)j * D + k] = a;                                                      \
         }                                                                                  \
-        for (; k < k1; k++)                                                                \
-            for (j = 0; j < n1; j++) {                                                     \
-                T acc = G[(size_t)j * D + k];                                              \
-                for (r = 0; r < RBW; r++) acc += d[(size_t)r * n1 + j] * x[(size_t)r * D + k]; \
-                G[(size_t)j * D + k] = acc;                                                \
-            }                                                                              \
-    }                                                                                      \
-    for (; i < N; i++) {                                                                   \
-        const T* x = X + (size_t)i * D;                                                    \
-        const T* d = Dl + (size_t)i * n1;                                                  \
-        for (j = 0; j < n1; j++)                                                           \
-            for (k = k0; k < k1; k++) G[(size_t)j * D + k] += d[j] * x[k];                 \
-    }                                                                                      \
 }
 
-/* One forward specialisation: NV vectors per row of outputs, RB rows per block (as many
- * as the accumulators, RB x NV, leave registers for). */
-#define PW_SPECIAL(T, NAME, ATTR, NV, RB)                                                  \
-ATTR static void NAME##_fwd##NV(const T* X, int D, const T* WT, int NP, T* Z, int n1,      \
-                                int r0, int r1)                                            \
-    { NAME##_fwd(X, D, WT, NP, Z, n1, r0, r1, NV, RB); }
+/* case w: one call of the group kernel specialised for w outputs (w <= 24). */
+#define PW_BWD_CASE(F, w, ...) case w: F(__VA_ARGS__, w, PW_PF); break;
+#define PW_BWD_CASES(F, x, D, d, n1, G, k, R, j0)                                          \
+    PW_BWD_CASE(F, 1, x, D, d, n1, G, k, R, j0) PW_BWD_CASE(F, 2, x, D, d, n1, G, k, R, j0) \
+    PW_BWD_CASE(F, 3, x, D, d, n1, G, k, R, j0) PW_BWD_CASE(F, 4, x, D, d, n1, G, k, R, j0) \
+    PW_BWD_CASE(F, 5, x, D, d, n1, G, k, R, j0) PW_BWD_CASE(F, 6, x, D, d, n1, G, k, R, j0) \
+    PW_BWD_CASE(F, 7, x, D, d, n1, G, k, R, j0) PW_BWD_CASE(F, 8, x, D, d, n1, G, k, R, j0) \
+    PW_BWD_CASE(F, 9, x, D, d, n1, G, k, R, j0) PW_BWD_CASE(F, 10, x, D, d, n1, G, k, R, j0) \
+    PW_BWD_CASE(F, 11, x, D, d, n1, G, k, R, j0) PW_BWD_CASE(F, 12, x, D, d, n1, G, k, R, j0) \
+    PW_BWD_CASE(F, 13, x, D, d, n1, G, k, R, j0) PW_BWD_CASE(F, 14, x, D, d, n1, G, k, R, j0) \
+    PW_BWD_CASE(F, 15, x, D, d, n1, G, k, R, j0) PW_BWD_CASE(F, 16, x, D, d, n1, G, k, R, j0) \
+    PW_BWD_CASE(F, 17, x, D, d, n1, G, k, R, j0) PW_BWD_CASE(F, 18, x, D, d, n1, G, k, R, j0) \
+    PW_BWD_CASE(F, 19, x, D, d, n1, G, k, R, j0) PW_BWD_CASE(F, 20, x, D, d, n1, G, k, R, j0) \
+    PW_BWD_CASE(F, 21, x, D, d, n1, G, k, R, j0) PW_BWD_CASE(F, 22, x, D, d, n1, G, k, R, j0) \
+    PW_BWD_CASE(F, 23, x, D, d, n1, G, k, R, j0) PW_BWD_CASE(F, 24, x, D, d, n1, G, k, R, j0) \
+    default: break;
 
-#define PW_ISA(T, SUF, ISA, VB, ATTR, RB1, RB2, RB3, RB4, RB5, RB6, RB7, RB8, RBW)         \
+/* The gradient's blocks (benchmarks/kernel_bench.c takes -D overrides to tune them). Rows
+ * per chunk: 64 took CIFAR-shaped (3072-column) gradients from 2.5x to 1.3x the forward
+ * kernel's time (16: G's loads and stores from L2 dominated; 128: no better, and slower on
+ * AVX2). Prefetch distance in elements: 64 (32-128 within noise, none 10-25 % slower on
+ * 784 columns). Column blocks: a thread's share of G at most L2 / PW_KC_DIV. Measured on
+ * AMD Zen 4 (docs/performance.md). */
+#ifndef PW_RBW
+#define PW_RBW 64
+#endif
+#ifndef PW_PF
+#define PW_PF 64
+#endif
+#ifndef PW_KC_DIV
+#define PW_KC_DIV 1
+#endif
+
+/* One forward specialisation: NV vectors (and NH half vectors) per row of outputs, RB rows
+ * per block (as many as the accumulators, RB x (NV + NH), leave registers for). */
+#define PW_SPECIAL(T, NAME, ATTR, NV, NH, RB)                                              \
+ATTR static void NAME##_fwd##NV##_##NH(const T* X, int D, const T* WT, int NP, T* Z,       \
+                                       int n1, int r0, int r1)                             \
+    { NAME##_fwd(X, D, WT, NP, Z, n1, r0, r1, NV, NH, RB); }
+
+#define PW_ISA(T, SUF, ISA, VB, ATTR, RB1, RB2, RB3, RB4, RB5, RB6, RB7, RB8, RBW, JBM)    \
 typedef T pw_v_##SUF##ISA __attribute__((vector_size(VB)));                                \
 typedef T pw_vu_##SUF##ISA __attribute__((vector_size(VB), aligned(sizeof(T))));           \
-PW_BODIES(T, pw_v_##SUF##ISA, pw_vu_##SUF##ISA, (int)(VB / sizeof(T)), pw_##SUF##ISA)      \
-PW_SPECIAL(T, pw_##SUF##ISA, ATTR, 1, RB1)                                                 \
-PW_SPECIAL(T, pw_##SUF##ISA, ATTR, 2, RB2)                                                 \
-PW_SPECIAL(T, pw_##SUF##ISA, ATTR, 3, RB3)                                                 \
-PW_SPECIAL(T, pw_##SUF##ISA, ATTR, 4, RB4)                                                 \
-PW_SPECIAL(T, pw_##SUF##ISA, ATTR, 5, RB5)                                                 \
-PW_SPECIAL(T, pw_##SUF##ISA, ATTR, 6, RB6)                                                 \
-PW_SPECIAL(T, pw_##SUF##ISA, ATTR, 7, RB7)                                                 \
-PW_SPECIAL(T, pw_##SUF##ISA, ATTR, 8, RB8)                                                 \
+typedef T pw_h_##SUF##ISA __attribute__((vector_size(VB / 2)));                            \
+typedef T pw_hu_##SUF##ISA __attribute__((vector_size(VB / 2), aligned(sizeof(T))));       \
+PW_BODIES(T, pw_v_##SUF##ISA, pw_vu_##SUF##ISA, pw_h_##SUF##ISA, pw_hu_##SUF##ISA,         \
+          (int)(VB / sizeof(T)), pw_##SUF##ISA)                                            \
+PW_SPECIAL(T, pw_##SUF##ISA, ATTR, 0, 1, RB1)                                              \
+PW_SPECIAL(T, pw_##SUF##ISA, ATTR, 1, 0, RB1)                                              \
+PW_SPECIAL(T, pw_##SUF##ISA, ATTR, 1, 1, RB2)                                              \
+PW_SPECIAL(T, pw_##SUF##ISA, ATTR, 2, 0, RB2)                                              \
+PW_SPECIAL(T, pw_##SUF##ISA, ATTR, 2, 1, RB3)                                              \
+PW_SPECIAL(T, pw_##SUF##ISA, ATTR, 3, 0, RB3)                                              \
+PW_SPECIAL(T, pw_##SUF##ISA, ATTR, 3, 1, RB4)                                              \
+PW_SPECIAL(T, pw_##SUF##ISA, ATTR, 4, 0, RB4)                                              \
+PW_SPECIAL(T, pw_##SUF##ISA, ATTR, 4, 1, RB5)                                              \
+PW_SPECIAL(T, pw_##SUF##ISA, ATTR, 5, 0, RB5)                                              \
+PW_SPECIAL(T, pw_##SUF##ISA, ATTR, 5, 1, RB6)                                              \
+PW_SPECIAL(T, pw_##SUF##ISA, ATTR, 6, 0, RB6)                                              \
+PW_SPECIAL(T, pw_##SUF##ISA, ATTR, 6, 1, RB7)                                              \
+PW_SPECIAL(T, pw_##SUF##ISA, ATTR, 7, 0, RB7)                                              \
+PW_SPECIAL(T, pw_##SUF##ISA, ATTR, 7, 1, RB8)                                              \
+PW_SPECIAL(T, pw_##SUF##ISA, ATTR, 8, 0, RB8)                                              \
 static void pw_##SUF##ISA##_fwd_any(const T* X, int D, const T* WT, int NP, T* Z, int n1,  \
                                     int r0, int r1) {                                      \
-    /* only the vectors that hold outputs: the padding of NP beyond them is not computed */\
+    /* only the lanes that hold outputs: full vectors, then a half vector when the rest   \
+     * fits in one; the padding of NP beyond them is not computed */                       \
     const int VL = (int)(VB / sizeof(T));                                                  \
-    switch ((n1 + VL - 1) / VL) {                                                          \
-    case 1: pw_##SUF##ISA##_fwd1(X, D, WT, NP, Z, n1, r0, r1); break;                      \
-    case 2: pw_##SUF##ISA##_fwd2(X, D, WT, NP, Z, n1, r0, r1); break;                      \
-    case 3: pw_##SUF##ISA##_fwd3(X, D, WT, NP, Z, n1, r0, r1); break;                      \
-    case 4: pw_##SUF##ISA##_fwd4(X, D, WT, NP, Z, n1, r0, r1); break;                      \
-    case 5: pw_##SUF##ISA##_fwd5(X, D, WT, NP, Z, n1, r0, r1); break;                      \
-    case 6: pw_##SUF##ISA##_fwd6(X, D, WT, NP, Z, n1, r0, r1); break;                      \
-    case 7: pw_##SUF##ISA##_fwd7(X, D, WT, NP, Z, n1, r0, r1); break;                      \
-    default: pw_##SUF##ISA##_fwd8(X, D, WT, NP, Z, n1, r0, r1); break;                     \
+    int nv = n1 / VL, rest = n1 % VL, nh = rest > 0 && 2 * rest <= VL;                     \
+    if (rest > 0 && !nh) nv++;                                                             \
+    switch (2 * nv + nh) {                                                                 \
+    case 1: pw_##SUF##ISA##_fwd0_1(X, D, WT, NP, Z, n1, r0, r1); break;                    \
+    case 2: pw_##SUF##ISA##_fwd1_0(X, D, WT, NP, Z, n1, r0, r1); break;                    \
+    case 3: pw_##SUF##ISA##_fwd1_1(X, D, WT, NP, Z, n1, r0, r1); break;                    \
+    case 4: pw_##SUF##ISA##_fwd2_0(X, D, WT, NP, Z, n1, r0, r1); break;                    \
+    case 5: pw_##SUF##ISA##_fwd2_1(X, D, WT, NP, Z, n1, r0, r1); break;                    \
+    case 6: pw_##SUF##ISA##_fwd3_0(X, D, WT, NP, Z, n1, r0, r1); break;                    \
+    case 7: pw_##SUF##ISA##_fwd3_1(X, D, WT, NP, Z, n1, r0, r1); break;                    \
+    case 8: pw_##SUF##ISA##_fwd4_0(X, D, WT, NP, Z, n1, r0, r1); break;                    \
+    case 9: pw_##SUF##ISA##_fwd4_1(X, D, WT, NP, Z, n1, r0, r1); break;                    \
+    case 10: pw_##SUF##ISA##_fwd5_0(X, D, WT, NP, Z, n1, r0, r1); break;                   \
+    case 11: pw_##SUF##ISA##_fwd5_1(X, D, WT, NP, Z, n1, r0, r1); break;                   \
+    case 12: pw_##SUF##ISA##_fwd6_0(X, D, WT, NP, Z, n1, r0, r1); break;                   \
+    case 13: pw_##SUF##ISA##_fwd6_1(X, D, WT, NP, Z, n1, r0, r1); break;                   \
+    case 14: pw_##SUF##ISA##_fwd7_0(X, D, WT, NP, Z, n1, r0, r1); break;                   \
+    case 15: pw_##SUF##ISA##_fwd7_1(X, D, WT, NP, Z, n1, r0, r1); break;                   \
+    default: pw_##SUF##ISA##_fwd8_0(X, D, WT, NP, Z, n1, r0, r1); break;                   \
     }                                                                                      \
 }                                                                                          \
 ATTR static void pw_##SUF##ISA##_bwd_any(const T* X, int N, int D, const T* Dl, int n1,    \
-                                         T* G, int k0, int k1)                             \
-    { pw_##SUF##ISA##_bwd(X, N, D, Dl, n1, G, k0, k1, RBW); }
+                                         T* G, int k0, int k1) {                           \
+    /* outputs in ng groups of at most JBM (accumulators that fit the registers), rows in  \
+     * chunks of RBW, columns one vector at a time inside a chunk (the chunk's X lines     \
+     * stay in L1 while every group uses them) */                                          \
+    const int VL = (int)(VB / sizeof(T));                                                  \
+    int ng = (n1 + JBM - 1) / JBM, jb = (n1 + ng - 1) / ng;                                \
+    int i, k, g, R, kb, ke;                                                                \
+    long kc = pw_cache_size(2) / PW_KC_DIV / ((long)n1 * (long)sizeof(T)) / VL * VL;       \
+    if (kc < VL) kc = VL;                                                                  \
+    for (kb = k0; kb < k1; kb = ke) {                                                      \
+        ke = (long)(k1 - kb) <= kc ? k1 : kb + (int)kc;                                    \
+        for (i = 0; i < N; i += RBW) {                                                     \
+            const T* x = X + (size_t)i * D;                                                \
+            const T* d = Dl + (size_t)i * n1;                                              \
+            R = N - i < RBW ? N - i : RBW;                                                 \
+            for (k = kb; k + VL <= ke; k += VL)                                            \
+                for (g = 0; g < ng; g++) {                                                 \
+                    int j0 = g * jb, w = n1 - j0 < jb ? n1 - j0 : jb;                      \
+                    switch (w) {                                                           \
+                    PW_BWD_CASES(pw_##SUF##ISA##_bwdv, x, D, d, n1, G, k, R, j0)           \
+                    }                                                                      \
+                }                                                                          \
+            if (k < ke) pw_##SUF##ISA##_bwdt(x, D, d, n1, G, k, ke, R);                   \
+        }                                                                                  \
+    }                                                                                      \
+}
 
 /* Register budgets, RB rows x NV vectors of accumulators plus NV weight vectors and a
  * broadcast: AVX-512 has 32 vector registers, AVX2 16. RBW rows of X stay in registers in
  * the backward kernel beside one accumulator. */
 #define PW_TYPE(T, SUF)                                                                    \
-PW_ISA(T, SUF, 512, 64, PW_AVX512, 8, 8, 8, 4, 4, 4, 2, 2, 16)                             \
-PW_ISA(T, SUF, 256, 32, PW_AVX2, 8, 4, 3, 2, 2, 2, 1, 1, 8)                                \
+PW_ISA(T, SUF, 512, 64, PW_AVX512, 8, 8, 8, 4, 4, 4, 2, 2, PW_RBW, 24)         \
+PW_ISA(T, SUF, 256, 32, PW_AVX2, 8, 4, 3, 2, 2, 2, 1, 1, PW_RBW, 12)           \
                                                                                            \
 typedef struct {                                                                           \
     const T* X; const T* WT; const T* Dl; T* Z; T* G;                                      \
