@@ -157,7 +157,8 @@ def section_classes(paths, main_cpu=None):
              "1.5 × (GD) and 2.5 × (PWO) faster than PyTorch (× torch ≤ 0.67 and ≤ 0.40), and "
              "on the tiny shape ≤ 5 µs (GD) and ≤ 8 µs (PWO) per epoch. A class named "
              "`…-avx2` on an AVX-512 CPU is the AVX2 path forced with `POSWISE_ISA=avx2` "
-             "(the build before: its CPU check patched to report no AVX-512)."
+             "(a build before that predates that switch is given as a copy whose CPU "
+             "check reports no AVX-512, `--base-avx2`)."
              + (f" The tables of the other sections are of the main run's class: {main_cpu}."
                 if main_cpu else ""), ""]
     for cls in sorted(newest):
