@@ -37,8 +37,8 @@ class History:
     epochs_to_target : int or None
         First epoch whose monitored loss was below ``target_loss``.
     stopped_reason : str
-        ``"max_epochs"``, ``"target_reached"``, ``"callback"``, ``"diverged"`` or
-        ``"interrupted"``.
+        ``"max_epochs"``, ``"target_reached"``, ``"callback"``, ``"no_improvement"``
+        (``patience`` of fit), ``"diverged"`` or ``"interrupted"``.
     optimizer : str
         The schedule (``"gd"``, ``"pwo"``, ``"layerwise"``).
     update, update_params : str, dict

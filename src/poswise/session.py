@@ -125,7 +125,8 @@ class TrainingSession:
     # ------------------------------------------------------------------ fit
     def fit(self, X, y, *, epochs, target_loss=None, validation_data=None, monitor="loss",
             callbacks=(), progress=False, checkpoint=None, checkpoint_every=None,
-            resume=None, sample_weight=None, comm=None, reduction="allreduce"):
+            resume=None, sample_weight=None, comm=None, reduction="allreduce",
+            patience=None, tol=1e-4):
         """Train for up to ``epochs`` more epochs; see :meth:`GradientDescent.fit`.
 
         The update rule's state carries over from the previous call of this session.
@@ -144,6 +145,9 @@ class TrainingSession:
         if monitor == "val_loss" and validation_data is None:
             raise ValueError("monitor='val_loss' needs validation_data.")
         callbacks = _check_callbacks(callbacks)
+        patience = _layout.check_scalar(patience, "patience", where, kind="int", low=1,
+                                        low_inclusive=True, allow_none=True)
+        tol = _layout.check_scalar(tol, "tol", where, low=0, low_inclusive=True)
         checkpoint_every = _layout.check_scalar(
             checkpoint_every, "checkpoint_every", where, kind="int", low=1,
             low_inclusive=True, allow_none=True)
@@ -156,6 +160,7 @@ class TrainingSession:
                 o = _Options(epochs, target_loss, monitor, callbacks, progress, checkpoint,
                              checkpoint_every)
                 o.comm, o.reduction = comm, reduction
+                o.stall = None if patience is None else _Stall(patience, tol, monitor)
                 loop = self._prepare(X, y, validation_data, resume, o, t_start,
                                      sample_weight)
                 return loop.run()
@@ -257,6 +262,7 @@ class _Options:
         self.reader = None        # X read from disk in blocks (poswise._streaming)
         self.reduction = "allreduce"
         self.n_total = self.nv_total = None
+        self.stall = None         # the patience rule (_Stall), if asked for
 
 
 class _Loop:
@@ -415,7 +421,7 @@ class _Loop:
 
     def _loop(self):
         hist, o = self.hist, self.o
-        self.stop = _stop_reason(hist, o.callbacks, hist.epochs, o.epochs)
+        self.stop = _stop_reason(hist, o, hist.epochs)
         if self._chunkable():
             while self.stop is None:
                 self._chunk()
@@ -431,7 +437,7 @@ class _Loop:
             self.in_epoch = False
             if self.bar is not None:
                 self.bar.update(e, loss)
-            self.stop = _stop_reason(hist, o.callbacks, e, o.epochs)
+            self.stop = _stop_reason(hist, o, e)
             if self.stop is None and self.runner is not None and self.runner.stop_agreed:
                 self.stop = "interrupted"      # some rank was asked to stop: all stop here
             if self.stop is None and o.checkpoint is not None and o.checkpoint_every and \
@@ -455,6 +461,8 @@ class _Loop:
         left = o.epochs - hist.epochs
         if o.checkpoint is not None and o.checkpoint_every:
             left = min(left, o.checkpoint_every - hist.epochs % o.checkpoint_every)
+        if o.stall is not None:       # end the chunk where the patience rule could stop
+            left = min(left, o.stall.epochs_left(hist))
         k = max(1, min(left, self.chunk_size))
         if self.chunk_buf is None or self.chunk_buf[0].shape[0] < k:
             self.chunk_buf = (np.empty(max(k, 64)), np.empty(max(k, 64)))
@@ -475,7 +483,7 @@ class _Loop:
             self.chunk_size = int(min(max(1, CHUNK_SECONDS / per), 1 << 20))
         if self.stop is None:
             e = hist.epochs
-            self.stop = _stop_reason(hist, o.callbacks, e, o.epochs)
+            self.stop = _stop_reason(hist, o, e)
             if self.stop is None and o.checkpoint is not None and o.checkpoint_every and \
                     e % o.checkpoint_every == 0:
                 self._save()
@@ -851,9 +859,9 @@ def _check_callbacks(callbacks):
     return callbacks
 
 
-def _stop_reason(hist, callbacks, epoch, epochs):
+def _stop_reason(hist, o, epoch):
     stop = None
-    for cb in callbacks:
+    for cb in o.callbacks:
         answer = cb(epoch, hist)
         if answer is True or answer is np.True_:
             stop = "callback"
@@ -861,9 +869,46 @@ def _stop_reason(hist, callbacks, epoch, epochs):
         return "target_reached"
     if stop is not None:
         return stop
-    if epoch >= epochs:
+    if o.stall is not None and o.stall.stalled(hist):
+        return "no_improvement"
+    if epoch >= o.epochs:
         return "max_epochs"
     return None
+
+
+class _Stall:
+    """The patience rule: training has stalled at epoch ``e`` when the monitored loss has
+    not improved on its best by more than ``tol`` (relative) in the last ``patience``
+    epochs, i.e. ``e - best_epoch >= patience``, where ``best_epoch`` is the last epoch
+    whose loss was below ``best - tol * |best|`` of the epochs before it (epoch 0, the
+    initial loss, counts). A function of the history alone, so a resumed run stops where
+    the uninterrupted one would; non-finite losses never count as improvements."""
+
+    def __init__(self, patience, tol, monitor):
+        self.patience, self.tol, self.monitor = patience, tol, monitor
+        self.seen = 0              # history entries scanned
+        self.best = math.inf
+        self.best_epoch = 0
+
+    def _scan(self, hist):
+        values = hist.loss if self.monitor == "loss" else hist.val_loss
+        if len(values) < self.seen:            # a shorter history (rollback): rescan
+            self.seen, self.best, self.best_epoch = 0, math.inf, 0
+        for e in range(self.seen, len(values)):
+            v = float(values[e])
+            if math.isfinite(v) and (self.best == math.inf
+                                     or v < self.best - self.tol * abs(self.best)):
+                self.best, self.best_epoch = v, e
+        self.seen = len(values)
+
+    def stalled(self, hist):
+        self._scan(hist)
+        return hist.epochs - self.best_epoch >= self.patience
+
+    def epochs_left(self, hist):
+        """Epochs that may run before the rule can first stop training (at least 1)."""
+        self._scan(hist)
+        return max(1, self.best_epoch + self.patience - hist.epochs)
 
 
 def _progress(progress, total, label):

@@ -90,7 +90,7 @@ class _Trainer:
     def fit(self, net, X, y, *, epochs, target_loss=None, validation_data=None,
             monitor="loss", callbacks=(), progress=False, checkpoint=None,
             checkpoint_every=None, resume=None, sample_weight=None, comm=None,
-            reduction="allreduce"):
+            reduction="allreduce", patience=None, tol=1e-4):
         """Train ``net`` in place and return its :class:`History`.
 
         Parameters
@@ -148,6 +148,15 @@ class _Trainer:
         reduction : {"allreduce", "ordered"}
             How the ranks' sums are added: MPI's Allreduce, or gathered and summed in
             rank order (the same bits whatever the MPI library's algorithm).
+        patience : int, optional
+            Stop (``stopped_reason == "no_improvement"``) once the monitored loss has not
+            improved on its best by more than ``tol`` (relative) for ``patience``
+            epochs, as scikit-learn's ``n_iter_no_change``: a run that has stalled (for
+            example a network whose ReLUs all died) stops instead of spending its
+            epoch budget. Decided from the history alone, at the exact epoch, whether
+            or not epochs run in chunks.
+        tol : float
+            The relative improvement that counts for ``patience`` (default 1e-4).
 
         Returns
         -------
@@ -167,7 +176,7 @@ class _Trainer:
             X, y, epochs=epochs, target_loss=target_loss, validation_data=validation_data,
             monitor=monitor, callbacks=callbacks, progress=progress, checkpoint=checkpoint,
             checkpoint_every=checkpoint_every, resume=resume, sample_weight=sample_weight,
-            comm=comm, reduction=reduction)
+            comm=comm, reduction=reduction, patience=patience, tol=tol)
 
 
 _COMMON_DOC = """
