@@ -11,6 +11,10 @@
 #   python scripts/report.py
 # regenerates docs/reproduction.md from docs/results/ alone.
 #
+# Stopping: at the target, at the epoch budget, or (--patience K) when the training loss
+# has not improved on its best for K epochs (reported as stalled, counted as collapsed).
+# cat_sgd runs without it (collapsed runs train their whole budget).
+#
 # Statistics (see docs/reproduction.md, "Method"): every learning rate of a grid in
 # sqrt(2) steps is run on *selection* seeds (--select-seeds); each schedule's best rate is
 # chosen on them by the stated rule (fewest median epochs among the rates where >= 90 % of
@@ -56,20 +60,21 @@ step_cat_sgd() {  # 12288-20-7-5-1, BCE < 0.1, plain SGD; 10 selection + 20 repo
 step_cat_momentum() {  # momentum 0.9: the same grid divided by 10 (same effective rate)
     $POSWISE compare $CAT $SCHED --update momentum --lr 0.00025:0.004:sqrt2 \
         --max-epochs 10000 --seeds 20 --select-seeds 10 --report-lrs best \
-        --epoch-budgets 100,300 --flop-budgets 100,300 --out "$OUT/cat_momentum" "$@"
+        --epoch-budgets 100,300 --flop-budgets 100,300 --patience 1000 \
+        --out "$OUT/cat_momentum" "$@"
 }
 step_cat_adam() {  # Adam: no Gram-matrix first layer, ~5-20 ms an epoch: 5 selection seeds
     $POSWISE compare $CAT $SCHED --update adam --lr 0.00025:0.002:sqrt2 --max-epochs 1500 \
         --seeds 20 --select-seeds 5 --report-lrs best --epoch-budgets 50,100 \
-        --flop-budgets 50,100 --out "$OUT/cat_adam" "$@"
+        --flop-budgets 50,100 --patience 200 --out "$OUT/cat_adam" "$@"
 }
 step_cat_batch32() {  # mini-batches of 32 (7 steps an epoch), one lr, 10 seeds
     $POSWISE compare $CAT $SCHED --update sgd --batch-size 32 --lr 0.005 --max-epochs 2000 \
-        --seeds 10 --out "$OUT/cat_batch32" "$@"
+        --seeds 10 --patience 200 --out "$OUT/cat_batch32" "$@"
 }
 step_cat_batch128() {
     $POSWISE compare $CAT $SCHED --update sgd --batch-size 128 --lr 0.005 \
-        --max-epochs 2000 --seeds 10 --out "$OUT/cat_batch128" "$@"
+        --max-epochs 2000 --seeds 10 --patience 200 --out "$OUT/cat_batch128" "$@"
 }
 step_mnist_ce() {  # 784-20-7-5-10, cross-entropy < 1.0; 2 selection + 5 report seeds
     $POSWISE compare $MNIST $SCHED --loss cross_entropy --target-loss 1.0 \

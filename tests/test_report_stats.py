@@ -191,3 +191,18 @@ def test_reach_rates_and_budgets(selected):
             assert bf["epoch"] < 10
         else:
             assert bf["epoch"] == 10
+
+
+def test_patience_stops_stalled_runs_and_counts_them():
+    data = make_synthetic(n_samples=60, n_features=5, rng=0)
+    res = compare(data, hidden=(4,), lr=[1e-9, 0.5], target_loss=0.3, max_epochs=400,
+                  seeds=2, patience=5, optimizers=("gd", "pwo"))
+    slow = [r for r in res["runs"] if r["lr"] == 1e-9]
+    assert all(r["stopped_reason"] == "no_improvement" and r["epochs"] < 400
+               for r in slow)
+    for e in res["summary"]["by_lr"]:
+        rs = [r for r in res["runs"] if r["lr"] == e["lr"]
+              and r["optimizer"] == e["optimizer"]]
+        assert e["n_stalled"] == sum(r["stopped_reason"] == "no_improvement" for r in rs)
+        assert e["n_collapsed"] == e["n_stalled"] + e["n_diverged"]
+    assert res["settings"]["patience"] == 5
