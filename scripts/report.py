@@ -68,7 +68,7 @@ def collect(out):
         small = {"settings": s, "summary": res["summary"],
                  "interrupted": res.get("interrupted", False),
                  "runs": [{k: r.get(k) for k in RUN_KEYS} for r in res["runs"]]}
-        (RESULTS / f"{step}.json").write_text(json.dumps(small, indent=0) + "\n")
+        (RESULTS / f"{step}.json").write_text(_dump(small))
         for f in FIGS:
             if (out / step / f).is_file():
                 shutil.copyfile(out / step / f, FIGURES / f"{step}_{f}")
@@ -81,6 +81,24 @@ def collect(out):
                 times[parts[0]] = int(parts[1])      # the last run of a step counts
         (RESULTS / "times.json").write_text(json.dumps(times, indent=1) + "\n")
     return done
+
+
+def _dump(small):
+    """Compact JSON with one run per line (readable diffs, small files)."""
+    runs = small["runs"]
+    head = json.dumps({k: v for k, v in small.items() if k != "runs"},
+                      separators=(",", ":"))
+    body = ",\n".join(json.dumps(r, separators=(",", ":")) for r in runs)
+    return head[:-1] + ',"runs":[\n' + body + "\n]}\n"
+
+
+def draw_lr_curves(steps):
+    """The lr-curve figure of every step with an lr grid, from the collected JSON."""
+    from poswise.plots import plot_reach, save_figure
+    for step, res in steps.items():
+        s = res["settings"]
+        if len(s["lr"]) > 1 and s.get("target_loss") is not None:
+            save_figure(plot_reach(res), FIGURES / f"{step}_reach.png")
 
 
 # --------------------------------------------------------------------------- helpers
@@ -234,37 +252,46 @@ def step_section(step, res, times):
     return lines
 
 
+def _claim(step, s, r, kind):
+    a, b = NAMES[r["optimizer"]], NAMES[r["versus"]]
+    ci = r.get("epochs_ci") or {}
+    lo, hi = ci.get("low"), ci.get("high")
+    if r["epochs"] is None or lo is None:
+        verdict = f"no ratio ({a} or {b} missed the target on half the seeds)"
+    elif lo > 1:
+        verdict = f"{b} needs fewer epochs than {a}"
+    elif hi < 1:
+        verdict = f"{b} needs more epochs than {a}"
+    else:
+        verdict = f"no clear difference in epochs between {a} and {b}"
+    at = (f"each at its own best lr ({a} {r['lr']:g}, {b} {r['versus_lr']:g})"
+          if kind == "best_lr" else f"both at lr {r['lr']:g}")
+    w = r["paired"]
+    return (f"* **{step}, {RULES.get(r['update'], r['update'])}, {at}: {verdict}.** "
+            f"Data: {data_label(s)}, {len(s['seeds'])} report seeds. Measure: median "
+            f"epochs to {target_text(s)}, {a}/{b} = {fmt(r['epochs'], '.2f')} (95 % CI "
+            f"{ci_text(r)}, sign test p = {p_text(r)}, {b} fewer on "
+            f"{w['fewer_epochs'][r['versus']]}/{w['n_seeds']} seeds); multiply-adds to "
+            f"the target {a}/{b} = {fmt(r.get('macs'), '.2f')}; wall-time ratio "
+            f"{fmt(r['seconds'], '.2f')} (this machine).")
+
+
 def claims(steps):
-    """The conclusions, one per ratio at the best lrs: claim, data, measure, numbers."""
-    out = []
+    """The conclusions: claim, data, measure, numbers; at the best lrs first, then at
+    equal lrs."""
+    best, equal = [], []
     for step, res in steps.items():
         s, summ = res["settings"], res["summary"]
         if s.get("target_loss") is None:
             continue
-        kind = "best_lr" if len(s["lr"]) > 1 else "equal_lr"
-        for r in summ["ratios"][kind]:
-            a, b = NAMES[r["optimizer"]], NAMES[r["versus"]]
-            ci = r.get("epochs_ci") or {}
-            lo, hi = ci.get("low"), ci.get("high")
-            if r["epochs"] is None or lo is None:
-                verdict = f"no ratio ({a} or {b} missed the target on half the seeds)"
-            elif lo > 1:
-                verdict = f"{b} needs fewer epochs than {a}"
-            elif hi < 1:
-                verdict = f"{b} needs more epochs than {a}"
-            else:
-                verdict = f"no clear difference in epochs between {a} and {b}"
-            at = (f"each at its own best lr ({a} {r['lr']:g}, {b} {r['versus_lr']:g})"
-                  if kind == "best_lr" else f"at lr {r['lr']:g}")
-            w = r["paired"]
-            out.append(
-                f"* **{step}, {RULES.get(r['update'], r['update'])}, {at}: {verdict}.** "
-                f"Data: {data_label(s)}, {len(s['seeds'])} report seeds. Measure: median "
-                f"epochs to {target_text(s)}, {a}/{b} = {fmt(r['epochs'], '.2f')} (95 % CI "
-                f"{ci_text(r)}, sign test p = {p_text(r)}, {b} fewer on "
-                f"{w['fewer_epochs'][r['versus']]}/{w['n_seeds']} seeds); multiply-adds to "
-                f"the target {a}/{b} = {fmt(r.get('macs'), '.2f')}; wall time "
-                f"{fmt(r['seconds'], '.2f')} (this machine).")
+        if len(s["lr"]) > 1:
+            best += [_claim(step, s, r, "best_lr") for r in summ["ratios"]["best_lr"]]
+        equal += [_claim(step, s, r, "equal_lr") for r in summ["ratios"]["equal_lr"]]
+    out = []
+    if best:
+        out += ["Each schedule at its own best learning rate:", ""] + best + [""]
+    if equal:
+        out += ["At equal learning rates:", ""] + equal
     return out
 
 
@@ -304,7 +331,8 @@ def page(steps, times):
           "copy. Learning rates are chosen on *selection* seeds, and all reported numbers "
           "come from disjoint *report* seeds run at the chosen rates (every schedule at "
           "every chosen rate, so \"each at its best lr\" and \"at equal lr\" come from the "
-          "same runs).",
+          "same runs). Steps with one learning rate, or without selection seeds, say so "
+          "in their section.",
           "* **The rule for \"best\".** Among the rates of a grid in sqrt(2) steps where at "
           "least 90 % of the selection seeds reach the target, the one with the fewest "
           "median epochs to the target (ties: fewer median seconds). A miss counts as "
@@ -362,7 +390,11 @@ def page(steps, times):
           "* CIFAR-10: its files are not available on this machine "
           "(`poswise reproduce cifar10` fails cleanly without them).",
           "* The paper's learning rates are not stated, and its timing (CPU time summed "
-          "over BLAS threads) is not reproduced: times here are wall time.", ""]
+          "over BLAS threads) is not reproduced: times here are wall time.",
+          "* The first edition of this page (5-10 seeds, learning rates chosen on the "
+          "reported seeds, a grid with a factor-2.5 gap, the first layer computed as the "
+          "paper's code does, LeCun-normal initialisation) is in the repository's "
+          "history; its numbers are superseded here.", ""]
     return "\n".join(L)
 
 
@@ -392,6 +424,8 @@ def main(argv=None):
         print("no results in docs/results: run scripts/reproduce.sh, then --collect",
               file=sys.stderr)
         return 1
+    if not args.check:
+        draw_lr_curves(steps)
     text = page(steps, times)
     if args.check:
         return 0 if PAGE.is_file() and PAGE.read_text() == text else 1

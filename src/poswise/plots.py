@@ -450,8 +450,7 @@ def plot_reach(results, *, figsize=None):
     ax1.axhline(rule, color="0.5", ls=":", lw=1, label=f"rule: >= {rule:.0%} reach")
     ax1.plot([], [], "*", color="0.5", mec="k", ms=12, label="chosen as best")
     for ax, yl in ((ax1, "share of seeds reaching the target"),
-                   (ax2, "share of seeds collapsed (diverged, or stalled: no "
-                         "improvement for `patience` epochs)")):
+                   (ax2, "share of seeds collapsed (diverged or stalled)")):
         ax.set_xscale("log")
         ax.xaxis.set_minor_locator(NullLocator())
         lrs = sorted({e["lr"] for e in entries})
