@@ -10,6 +10,9 @@ Timing is wall time (``time.perf_counter``) as recorded by the trainers: set-up 
 initial forward pass included (``setup_seconds`` says how much of it was set-up),
 validation excluded; the time spent computing the paper's loss (a measurement) is
 subtracted as well.
+
+(Over 400 lines: compare's checks, its two-phase run loop and the record of one run
+belong together.)
 """
 import hashlib
 import math
@@ -262,7 +265,9 @@ def compare(dataset, *, hidden=(20, 7, 5), loss=None, lr=0.01, target_loss=None,
     results = {"settings": settings, "runs": [], "summary": {}, "interrupted": False}
     from .stats import schedule_work
     settings["work"] = {o: schedule_work(list(sizes), o) for o in schedules}
-    n_total = (len(seed_list) + len(select_list)) * len(lrs) * len(arms)
+    # With report_lrs="best" the report seeds' share is known after the selection.
+    n_total = (len(select_list) + (0 if report_lrs == "best" else len(seed_list))) * len(
+        lrs) * len(arms)
     several_rules = len(rules) > 1
     opts = dict(Xtr=Xtr, ytr=ytr, val=val, target_loss=target_loss, max_epochs=max_epochs,
                 progress=progress, thresholds=thresholds, record_paper=record_paper,
