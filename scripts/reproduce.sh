@@ -64,9 +64,9 @@ step_cat_momentum() {  # momentum 0.9: the same grid divided by 10 (same effecti
         --out "$OUT/cat_momentum" "$@"
 }
 step_cat_adam() {  # Adam: no Gram-matrix first layer, ~5-20 ms an epoch: 5 selection seeds
-    $POSWISE compare $CAT $SCHED --update adam --lr 0.0005:0.002:sqrt2 --max-epochs 1500 \
+    $POSWISE compare $CAT $SCHED --update adam --lr 0.001:0.008:sqrt2 --max-epochs 1000 \
         --seeds 20 --select-seeds 5 --report-lrs best --epoch-budgets 50,100 \
-        --flop-budgets 50,100 --patience 200 --out "$OUT/cat_adam" "$@"
+        --flop-budgets 50,100 --patience 100 --out "$OUT/cat_adam" "$@"
 }
 step_cat_batch32() {  # mini-batches of 32 (7 steps an epoch), one lr, 10 seeds
     $POSWISE compare $CAT $SCHED --update sgd --batch-size 32 --lr 0.005 --max-epochs 2000 \
