@@ -118,11 +118,19 @@ def md_table(header, rows):
     return "\n".join(lines)
 
 
-def ci_text(r):
+def ci_bounds(r):
+    """(low, high) of a ratio's interval; JSON keeps an unbounded upper end as null."""
     ci = r.get("epochs_ci") or {}
     if ci.get("low") is None:
+        return None, None
+    return ci["low"], math.inf if ci.get("high") is None else ci["high"]
+
+
+def ci_text(r):
+    lo, hi = ci_bounds(r)
+    if lo is None:
         return "CI n/a"
-    return f"{fmt(ci['low'], '.2f')}-{fmt(ci['high'], '.2f')}"
+    return f"{fmt(lo, '.2f')}-{fmt(hi, '.2f')}"
 
 
 def p_text(r):
@@ -254,8 +262,7 @@ def step_section(step, res, times):
 
 def _claim(step, s, r, kind):
     a, b = NAMES[r["optimizer"]], NAMES[r["versus"]]
-    ci = r.get("epochs_ci") or {}
-    lo, hi = ci.get("low"), ci.get("high")
+    lo, hi = ci_bounds(r)
     if r["epochs"] is None or lo is None:
         verdict = f"no ratio ({a} or {b} missed the target on half the seeds)"
     elif lo > 1:
