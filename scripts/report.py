@@ -202,6 +202,11 @@ def step_section(step, res, times):
         ch = "; ".join(f"{NAMES[k.split('+')[0]]} {v['lr']:g}"
                        + ("" if v["qualified"] else " (no rate met the reach rule)")
                        for k, v in summ["chosen"].items())
+        edge = sorted({NAMES[k.split("+")[0]] for k, v in summ["chosen"].items()
+                       if v["lr"] in (min(s["lr"]), max(s["lr"]))})
+        if edge:
+            ch += (f". **At the edge of the grid** for {', '.join(edge)}: a better rate "
+                   f"may lie beyond it, so the best-against-best ratio is provisional")
         lines += [f"Best learning rates by the rule: {ch}.", ""]
     header = ["lr", "schedule", "reached", "collapsed", "epochs", "MACs to target",
               "X passes", "s to target", "ms/epoch", "set-up s", "val acc"]
