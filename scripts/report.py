@@ -14,6 +14,7 @@ number of it against the per-run lines.
 import argparse
 import json
 import math
+import re
 import shutil
 import sys
 from pathlib import Path
@@ -65,6 +66,8 @@ def collect(out):
         res = json.loads(src.read_text())
         s = dict(res["settings"])
         s.pop("threadpools", None)
+        if s.get("command"):
+            s["command"] = portable(s["command"])
         small = {"settings": s, "summary": res["summary"],
                  "interrupted": res.get("interrupted", False),
                  "runs": [{k: r.get(k) for k in RUN_KEYS} for r in res["runs"]]}
@@ -81,6 +84,13 @@ def collect(out):
                 times[parts[0]] = int(parts[1])      # the last run of a step counts
         (RESULTS / "times.json").write_text(json.dumps(times, indent=1) + "\n")
     return done
+
+
+def portable(command):
+    """A step's command without this machine's paths: the data home becomes
+    $POSWISE_DATA, the output folder OUT (as in scripts/reproduce.sh)."""
+    command = re.sub(r"--data-dir \S+", "--data-dir $POSWISE_DATA", command)
+    return re.sub(r"(--out|--data) \S*/([^/\s]+)", r"\1 OUT/\2", command)
 
 
 def _dump(small):

@@ -29,7 +29,8 @@ def _out(tmp_path):
     res = compare(data, hidden=(6, 4), lr=[0.1, 0.2, 0.4], target_loss=0.35,
                   max_epochs=300, seeds=4, select_seeds=2, report_lrs="best",
                   optimizers=("gd", "layerwise", "pwo"))
-    res["settings"]["command"] = "poswise compare ..."
+    res["settings"]["command"] = (f"poswise compare --data-dir {tmp_path}/data --out "
+                                  f"{tmp_path}/repro/cat_sgd")
     out = tmp_path / "repro"
     (out / "cat_sgd").mkdir(parents=True)
     (out / "cat_sgd" / "results.json").write_text(json.dumps(for_json(res)))
@@ -43,6 +44,9 @@ def test_collect_then_page(tmp_path, report):
     small = json.loads((report.RESULTS / "cat_sgd.json").read_text())
     assert len(small["runs"]) == len(res["runs"])
     assert "loss" not in small["runs"][0]                # curves are not kept
+    assert small["settings"]["command"] == ("poswise compare --data-dir $POSWISE_DATA "
+                                            "--out OUT/cat_sgd")
+    assert str(tmp_path) not in (report.RESULTS / "cat_sgd.json").read_text()
     assert json.loads((report.RESULTS / "times.json").read_text()) == {"cat_sgd": 12}
     text = report.PAGE.read_text()
     assert "## What we conclude" in text and "## Summary" in text
