@@ -121,6 +121,10 @@ def fmt(v, spec=".3g", none="-"):
     return format(v, spec)
 
 
+def lr_text(lr):
+    return format(lr, ".3g")
+
+
 def md_table(header, rows):
     lines = ["| " + " | ".join(header) + " |",
              "|" + "|".join("---" if i < 2 else "---:" for i in range(len(header))) + "|"]
@@ -185,8 +189,8 @@ def summary_rows(steps):
         kind = "best_lr" if len(s["lr"]) > 1 else "equal_lr"
         for r in summ["ratios"][kind]:
             a, b = NAMES[r["optimizer"]], NAMES[r["versus"]]
-            lr = (f"{r['lr']:g} / {r['versus_lr']:g}" if kind == "best_lr"
-                  else f"{r['lr']:g} (both)")
+            lr = (f"{lr_text(r['lr'])} / {lr_text(r['versus_lr'])}" if kind == "best_lr"
+                  else f"{lr_text(r['lr'])} (both)")
             w = r.get("paired") or {}
             n = w.get("n_seeds", 0)
             fe = (w.get("fewer_epochs") or {}).get(r["versus"], 0)
@@ -203,13 +207,13 @@ def step_section(step, res, times):
     lines = [f"### {STEPS[step]} (`{step}`)", "",
              f"{data_label(s)}; {target_text(s)}; {seeds_text(s)}; update rule "
              f"{', '.join(RULES.get(u, u) for u in s['updates'])}; learning rates "
-             f"{', '.join(f'{v:g}' for v in s['lr'])}; at most {s['max_epochs']} epochs."
+             f"{', '.join(lr_text(v) for v in s['lr'])}; at most {s['max_epochs']} epochs."
              + (f" Wall time of the step: {times[step]} s." if step in times else ""), ""]
     if res.get("interrupted"):
         lines += ["**Interrupted**: only the runs finished before the interruption are "
                   "included.", ""]
     if summ.get("chosen") and len(s["lr"]) > 1 and has_target:
-        ch = "; ".join(f"{NAMES[k.split('+')[0]]} {v['lr']:g}"
+        ch = "; ".join(f"{NAMES[k.split('+')[0]]} {lr_text(v['lr'])}"
                        + ("" if v["qualified"] else " (no rate met the reach rule)")
                        for k, v in summ["chosen"].items())
         edge = sorted({NAMES[k.split("+")[0]] for k, v in summ["chosen"].items()
@@ -222,7 +226,7 @@ def step_section(step, res, times):
               "X passes", "s to target", "ms/epoch", "set-up s", "val acc"]
     rows = []
     for e in summ["by_lr"]:
-        rows.append([f"{e['lr']:g}", NAMES[e["optimizer"]],
+        rows.append([lr_text(e["lr"]), NAMES[e["optimizer"]],
                      f"{e['n_reached']}/{e['n_runs']}" if has_target else "-",
                      str(e.get("n_collapsed", e["n_diverged"])),
                      fmt(e["epochs_to_target"], ".0f", "not reached" if has_target else "-"),
@@ -241,32 +245,31 @@ def step_section(step, res, times):
         lines += [md_table(
             ["lr", "ratio", "epochs", "95 % CI", "sign p", "ref. fewer", "MACs",
              "MACs/epoch", "seconds"],
-            [[f"{r['lr']:g}", f"{NAMES[r['optimizer']]} / {NAMES[r['versus']]}",
+            [[lr_text(r["lr"]), f"{NAMES[r['optimizer']]} / {NAMES[r['versus']]}",
               fmt(r["epochs"], ".2f"), ci_text(r), p_text(r),
               f"{r['paired']['fewer_epochs'][r['versus']]}/{r['paired']['n_seeds']}",
               fmt(r.get("macs"), ".2f"), fmt(r.get("macs_per_epoch"), ".2f"),
               fmt(r["seconds"], ".2f")] for r in eq]), ""]
-    budgets = [(e, b) for e in summ["by_lr"] for b in e.get("budgets", [])]
-    if budgets:
-        lines += ["Validation accuracy (median over seeds) after a fixed number of epochs, "
-                  "and after a fixed amount of work (in multiply-adds of GD epochs); a run "
-                  "that stopped at the target earlier counts with its value there:", ""]
-        lines += [md_table(["lr", "schedule", "budget", "epoch", "trained that far",
-                            "val acc", "IQR"],
-                           [[f"{e['lr']:g}", NAMES[e["optimizer"]],
-                             f"{b['budget']:g} {'epochs' if b['kind'] == 'epochs' else 'GD epochs of work'}",
-                             str(b["epoch"]), f"{b['n_trained']}/{e['n_runs']}",
-                             fmt(b["val_accuracy"], ".3f"),
-                             "-" if not b.get("val_accuracy_iqr") else
-                             "-".join(f"{v:.3f}" for v in b["val_accuracy_iqr"])]
-                            for e, b in budgets]), ""]
+    with_b = [e for e in summ["by_lr"] if e.get("budgets")]
+    if with_b:
+        heads = [f"{b['budget']:g} " + ("epochs" if b["kind"] == "epochs" else "GD epochs "
+                                        "of work") for b in with_b[0]["budgets"]]
+        lines += ["Validation accuracy (median over seeds) after a fixed number of epochs "
+                  "and after a fixed amount of work (multiply-adds of that many GD "
+                  "epochs); in brackets, how many runs trained that far (a run that "
+                  "stopped at the target earlier counts with its value there):", ""]
+        lines += [md_table(["lr", "schedule"] + heads,
+                           [[lr_text(e["lr"]), NAMES[e["optimizer"]]]
+                            + [f"{fmt(b['val_accuracy'], '.3f')} ({b['n_trained']}/"
+                               f"{e['n_runs']})" for b in e["budgets"]]
+                            for e in with_b]), ""]
     pc = [e for e in summ["by_lr"] if e.get("paper_crossings")]
     if pc:
         lines += ["Epochs until the paper's own loss (reference code: per-class binary "
                   "cross-entropy summed over classes) first fell below its threshold "
                   "(median):", ""]
         lines += [md_table(["lr", "schedule", "threshold", "reached", "epochs"],
-                           [[f"{e['lr']:g}", NAMES[e["optimizer"]], f"{c['threshold']:g}",
+                           [[lr_text(e["lr"]), NAMES[e["optimizer"]], f"{c['threshold']:g}",
                              f"{c['n_reached']}/{e['n_runs']}", fmt(c["epochs"], ".0f")]
                             for e in pc for c in e["paper_crossings"]]), ""]
     for f in FIGS:
@@ -286,8 +289,9 @@ def _claim(step, s, r, kind):
         verdict = f"{b} needs more epochs than {a}"
     else:
         verdict = f"no clear difference in epochs between {a} and {b}"
-    at = (f"each at its own best lr ({a} {r['lr']:g}, {b} {r['versus_lr']:g})"
-          if kind == "best_lr" else f"both at lr {r['lr']:g}")
+    at = (f"each at its own best lr ({a} {lr_text(r['lr'])}, {b} "
+          f"{lr_text(r['versus_lr'])})" if kind == "best_lr"
+          else f"both at lr {lr_text(r['lr'])}")
     w = r["paired"]
     return (f"* **{step}, {RULES.get(r['update'], r['update'])}, {at}: {verdict}.** "
             f"Data: {data_label(s)}, {len(s['seeds'])} report seeds. Measure: median "
