@@ -222,6 +222,19 @@ def step_section(step, res, times):
             ch += (f". **At the edge of the grid** for {', '.join(edge)}: a better rate "
                    f"may lie beyond it, so the best-against-best ratio is provisional")
         lines += [f"Best learning rates by the rule: {ch}.", ""]
+    sel = summ.get("selection") or []
+    if sel and has_target:
+        scheds = list(dict.fromkeys(e["optimizer"] for e in sel))
+        lrs = sorted({e["lr"] for e in sel})
+        cell = {(e["optimizer"], e["lr"]): e for e in sel}
+        lines += [f"The learning-rate curve on the {len(s['select_seeds'])} selection seeds "
+                  f"(seeds reaching the target, median epochs; a figure below):", ""]
+        lines += [md_table(["lr"] + [NAMES[o] for o in scheds],
+                           [[lr_text(lr)] + [
+                               f"{cell[o, lr]['n_reached']}/{cell[o, lr]['n_runs']}, "
+                               f"{fmt(cell[o, lr]['epochs_to_target'], '.0f', 'not reached')}"
+                               if (o, lr) in cell else "-" for o in scheds] for lr in lrs]),
+                  "", "On the report seeds:", ""]
     header = ["lr", "schedule", "reached", "collapsed", "epochs", "MACs to target",
               "X passes", "s to target", "ms/epoch", "set-up s", "val acc"]
     rows = []
