@@ -294,8 +294,11 @@ def step_section(step, res, times):
 def _claim(step, s, r, kind):
     a, b = NAMES[r["optimizer"]], NAMES[r["versus"]]
     lo, hi = ci_bounds(r)
-    if r["epochs"] is None or lo is None:
-        verdict = f"no ratio ({a} or {b} missed the target on half the seeds)"
+    if r["epochs"] is None:
+        verdict = f"no ratio ({a} or {b} missed the target on half the seeds or more)"
+    elif lo is None:
+        verdict = (f"no interval: in more than 2.5 % of the bootstrap resamples the median "
+                   f"run of {b} misses the target, so the comparison is not settled")
     elif lo > 1:
         verdict = f"{b} needs fewer epochs than {a}"
     elif hi < 1:
@@ -308,8 +311,8 @@ def _claim(step, s, r, kind):
     w = r["paired"]
     return (f"* **{step}, {RULES.get(r['update'], r['update'])}, {at}: {verdict}.** "
             f"Data: {data_label(s)}, {len(s['seeds'])} report seeds. Measure: median "
-            f"epochs to {target_text(s)}, {a}/{b} = {fmt(r['epochs'], '.2f')} (95 % CI "
-            f"{ci_text(r)}, sign test p = {p_text(r)}, {b} fewer on "
+            f"epochs to {target_text(s)}, {a}/{b} = {fmt(r['epochs'], '.2f')} ("
+            f"{'95 % CI ' if lo is not None else ''}{ci_text(r)}, sign test p = {p_text(r)}, {b} fewer on "
             f"{w['fewer_epochs'][r['versus']]}/{w['n_seeds']} seeds); multiply-adds to "
             f"the target {a}/{b} = {fmt(r.get('macs'), '.2f')}; wall-time ratio "
             f"{fmt(r['seconds'], '.2f')} (this machine).")
