@@ -77,11 +77,13 @@ def collect(out):
                 shutil.copyfile(out / step / f, FIGURES / f"{step}_{f}")
         done.append(step)
     if (out / "times.txt").is_file():
-        times = {}
+        tf = RESULTS / "times.json"
+        times = json.loads(tf.read_text()) if tf.is_file() else {}
         for line in (out / "times.txt").read_text().splitlines():
             parts = line.split()
             if len(parts) >= 2:
-                times[parts[0]] = int(parts[1])      # the last run of a step counts
+                if parts[0] in done:        # the last run of a collected step counts
+                    times[parts[0]] = int(parts[1])
         (RESULTS / "times.json").write_text(json.dumps(times, indent=1) + "\n")
     return done
 

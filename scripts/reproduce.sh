@@ -64,11 +64,11 @@ step_cat_momentum() {  # momentum 0.9: the same grid divided by 10 (same effecti
         --out "$OUT/cat_momentum" "$@"
 }
 step_cat_adam() {  # Adam: no Gram-matrix first layer, 5-35 ms an epoch, 200-1000 epochs to
-    # the target: 3 selection and 10 report seeds on the rates where it trains (at 0.0028
+    # the target: 3 selection and 20 report seeds on the rates where it trains (at 0.0028
     # and above every schedule collapsed on the first selection seed; at 0.001 GD needs
     # more than 1000 epochs)
     $POSWISE compare $CAT $SCHED --update adam --lr 0.001:0.002:sqrt2 --max-epochs 1500 \
-        --seeds 10 --select-seeds 3 --report-lrs best --epoch-budgets 100,300 \
+        --seeds 20 --select-seeds 3 --report-lrs best --epoch-budgets 100,300 \
         --flop-budgets 100,300 --patience 100 --out "$OUT/cat_adam" "$@"
 }
 step_cat_batch32() {  # mini-batches of 32 (7 steps an epoch), one lr, 10 seeds
