@@ -320,6 +320,37 @@ def _claim(step, s, r, kind):
             f"{fmt(r['seconds'], '.2f')} (this machine).")
 
 
+def in_short(steps):
+    """Counts of the verdicts, per comparison: a line a reader can quote."""
+    tally = {}
+    for step, res in steps.items():
+        s, summ = res["settings"], res["summary"]
+        if s.get("target_loss") is None:
+            continue
+        kinds = (["best_lr"] if len(s["lr"]) > 1 else []) + ["equal_lr"]
+        for kind in kinds:
+            for r in summ["ratios"][kind]:
+                lo, hi = ci_bounds(r)
+                key = (kind, r["optimizer"], r["versus"])
+                v = ("fewer" if lo is not None and lo > 1 and r["epochs"] is not None else
+                     "more" if hi is not None and hi < 1 else "unclear")
+                where = f"{step} at {lr_text(r['lr'])}" if kind == "equal_lr" else step
+                tally.setdefault(key, {"fewer": [], "more": [], "unclear": []})[v].append(
+                    where)
+    out = []
+    for (kind, a, b), t in tally.items():
+        n = sum(len(v) for v in t.values())
+        what = ("each at its own best lr" if kind == "best_lr" else "at equal lr")
+        parts = [f"clearly fewer epochs in {len(t['fewer'])}"
+                 + (f" ({', '.join(t['fewer'])})" if t["fewer"] else ""),
+                 f"clearly more in {len(t['more'])}"
+                 + (f" ({', '.join(t['more'])})" if t["more"] else ""),
+                 f"no clear difference or no ratio in {len(t['unclear'])}"]
+        out.append(f"* {NAMES[b]} against {NAMES[a]}, {what}, over {n} comparisons: "
+                   f"{NAMES[b]} needed " + "; ".join(parts) + ".")
+    return out
+
+
 def claims(steps):
     """The conclusions: claim, data, measure, numbers; at the best lrs first, then at
     equal lrs."""
@@ -419,7 +450,8 @@ def page(steps, times):
         L += ["## What we conclude", "",
               "Each claim names its data, its measure and its numbers, so that runs of "
               "the same commands on other seeds or held-out data can check it; \"clear\" "
-              "means the 95 % interval of the ratio excludes 1.", ""] + cl + [""]
+              "means the 95 % interval of the ratio excludes 1.", "", "In short:", ""]
+        L += in_short(steps) + ["", "In detail:", ""] + cl + [""]
     L += ["## Results by step", ""]
     for step, res in steps.items():
         L += step_section(step, res, times)

@@ -49,7 +49,7 @@ def test_collect_then_page(tmp_path, report):
     assert str(tmp_path) not in (report.RESULTS / "cat_sgd.json").read_text()
     assert json.loads((report.RESULTS / "times.json").read_text()) == {"cat_sgd": 12}
     text = report.PAGE.read_text()
-    assert "## What we conclude" in text and "## Summary" in text
+    assert "## What we conclude" in text and "## Summary" in text and "In short:" in text
     assert "Not in this edition" in text and "`mnist_ce`" in text
     assert str(tmp_path) not in text and "/work/" not in text
     # Every best-lr ratio of the summary is in the summary table with its CI and MACs.
