@@ -118,7 +118,7 @@ def format_table(results):
     if s.get("select_seeds"):
         lines.append(f"Best learning rates chosen on the selection seeds "
                      f"{', '.join(map(str, s['select_seeds']))} (not in the table).")
-    if summ.get("rule") and len(s["lr"]) > 1:
+    if summ.get("rule") and len(s["lr"]) > 1 and target is not None:
         lines.append("Rule: " + summ["rule"] + ".")
     if results.get("interrupted"):
         lines.append("INTERRUPTED: only the runs finished before the interruption are "
