@@ -238,7 +238,7 @@ def step_section(step, res, times):
                                if (o, lr) in cell else "-" for o in scheds] for lr in lrs]),
                   "", "On the report seeds:", ""]
     header = ["lr", "schedule", "reached", "collapsed", "epochs", "MACs to target",
-              "X passes", "s to target", "ms/epoch", "set-up s", "val acc"]
+              "X passes", "s to target", "ms/epoch", "set-up s", "final loss", "val acc"]
     rows = []
     for e in summ["by_lr"]:
         rows.append([lr_text(e["lr"]), NAMES[e["optimizer"]],
@@ -250,7 +250,7 @@ def step_section(step, res, times):
                      fmt(e["seconds_to_target"], ".3g"),
                      fmt(None if e.get("epoch_seconds") is None
                          else 1e3 * e["epoch_seconds"], ".3g"),
-                     fmt(e.get("setup_seconds"), ".2g"),
+                     fmt(e.get("setup_seconds"), ".2g"), fmt(e["final_loss"], ".4g"),
                      fmt(e["final_val_accuracy"], ".3f")])
     lines += [md_table(header, rows), ""]
     eq = [r for r in summ["ratios"]["equal_lr"] if has_target]
