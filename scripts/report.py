@@ -171,6 +171,8 @@ def seeds_text(s):
     text = f"{len(s['seeds'])} report seeds"
     if sel:
         text += f" (best lr chosen on {len(sel)} other seeds)"
+    elif len(s["lr"]) > 1:
+        text += " (best lr chosen on these same seeds: no selection seeds)"
     return text
 
 
@@ -416,7 +418,10 @@ def page(steps, times):
           "interval is a percentile bootstrap of that ratio, resampling seeds with their "
           "pairs (10000 resamples); the sign test (scipy `binomtest`, p = 1/2, ties "
           "dropped) counts on how many seeds each schedule needed fewer epochs. A ratio "
-          "above 1 means the second schedule (PWO) needed less.",
+          "above 1 means the second schedule (PWO) needed less. With 5 seeds or fewer "
+          "(MNIST) the bootstrap interval can take only a few values and is too narrow "
+          "or too wide by chance: read it with the sign test, which cannot reach p < "
+          "0.05 with fewer than 6 seeds.",
           "* **Work.** Multiply-adds (MACs) of the layers' products, counted from the "
           "layer sizes n_0..n_L (F_l = n_l n_(l+1) per sample): a span from layer f costs "
           "the weight gradients of layers f..L-1, the errors into layers f+1..L-1 and "
