@@ -168,6 +168,12 @@ def test_compare_subprocess_default_out(tmp_path):
     (["compare", "--momentum", "1.5"], "argument --momentum: expected a number in [0, 1)"),
     (["compare", "--format", "gif"], "argument --format: expected figure formats among"),
     (["compare", "--quiet", "--progress"], "not allowed with argument"),
+    (["compare", "--lr", "0.04:0.005:sqrt2"], "argument --lr: expected a learning rate"),
+    (["compare", "--lr", "0.005:0.04:1"], "argument --lr"),
+    (["compare", "--lr", "0.01,0.005:0.04:sqrt2"], "argument --lr"),     # 0.01 twice
+    (["compare", "--min-reach", "1.5"], "argument --min-reach: expected a number in (0, 1]"),
+    (["compare", "--patience", "0"], "argument --patience: expected an integer >= 1"),
+    (["compare", "--report-lrs", "some"], "argument --report-lrs: invalid choice"),
 ])
 def test_bad_arguments_in_process(args, message, capsys):
     with pytest.raises(SystemExit) as exc:
@@ -185,6 +191,8 @@ def test_bad_arguments_in_process(args, message, capsys):
     (["compare", "--dataset", "cat", "--data", "x.npz"], "either --dataset or --data"),
     (["compare", "--name", "mine"], "--name names the data of --data FILE"),
     (["train", "--name", "mine"], "--name names the data of --data FILE"),
+    (["compare", "--seeds", "0,1", "--select-seeds", "1,2"], "must not overlap 'seeds'"),
+    (["compare", "--report-lrs", "best"], "report_lrs='best' needs select_seeds"),
     (["train", "--dataset", "cat", "--data", "x.npz"], "either --dataset or --data"),
     (["compare", "--loss", "am_softmax", "--hidden", "none", "--batch-size", "3",
       "--threads", "1", "--init", "he_normal", "--seeds", "1", "--max-epochs", "1",
@@ -474,3 +482,22 @@ def test_readme_commands_parse():
         args = parser.parse_args(shlex.split(cmd)[1:])
         assert args.command in ("compare", "train", "reproduce")
     assert "../shared" not in text and "/work/" not in text
+
+
+def test_lr_grid_and_selection_seeds(tmp_path, capsys):
+    out = tmp_path / "grid"
+    code = main(["compare", "--lr", "0.05:0.2:sqrt2", "--seeds", "2", "--select-seeds",
+                 "2", "--report-lrs", "best", "--optimizers", "gd,layerwise,pwo",
+                 "--hidden", "8,4", "--out", str(out), *FAST])
+    assert code == 0
+    text = capsys.readouterr().out
+    res = json.loads((out / "results.json").read_text())
+    s = res["settings"]
+    assert s["lr"] == [0.05, 0.0707107, 0.1, 0.141421, 0.2]
+    assert s["seeds"] == [0, 1] and s["select_seeds"] == [2, 3]
+    chosen = sorted({c["lr"] for c in res["summary"]["chosen"].values()})
+    # The table shows the report seeds, at the chosen rates only.
+    assert {k[0] for k in table_rows(text)} == set(chosen)
+    assert "chosen on the selection seeds 2, 3" in text and "CI" in text
+    check_png(out / "reach.png")
+    check_png(out / "lr_sweep.png")

@@ -16,7 +16,7 @@ RUN_KEYS = {"optimizer", "seed", "lr", "epochs", "epochs_to_target", "seconds_to
             "final_loss", "final_val_loss", "final_val_accuracy", "final_train_accuracy",
             "loss", "val_loss", "val_accuracy", "seconds", "stopped_reason", "first_layer",
             "init_digest", "wall_seconds", "crossings", "update", "update_params", "label",
-            "setup_seconds"}
+            "setup_seconds", "role"}
 
 
 @pytest.fixture(scope="module")

@@ -9,6 +9,11 @@ The inputs are what poswise produces: :class:`poswise.History` objects, the run 
 dict, also after a round trip through JSON. Colours, line styles, markers and labels come
 from :mod:`poswise.registry`. Wall-time axes show training time: the set-up before the
 first epoch (``setup_seconds``) is subtracted and reported apart.
+
+Runs on selection seeds (``role == "select"``, used only to choose the best learning
+rates) are drawn only by :func:`plot_reach` and, when the report seeds ran at the chosen
+rates alone, by :func:`plot_lr_sweep`. (Over 400 lines: every figure shares the helpers
+and styles above them.)
 """
 import os
 
@@ -16,8 +21,8 @@ import numpy as np
 
 from .registry import curve_style, run_label
 
-__all__ = ["plot_loss_curves", "plot_comparison", "plot_lr_sweep", "save_figure",
-           "median_band", "FORMATS"]
+__all__ = ["plot_loss_curves", "plot_comparison", "plot_lr_sweep", "plot_reach",
+           "save_figure", "median_band", "FORMATS"]
 
 #: File formats :func:`save_figure` writes.
 FORMATS = ("png", "pdf", "svg")
@@ -265,7 +270,7 @@ def plot_comparison(results, *, lr=None, key="loss", per_seed=False, target="aut
     heads = {"epoch": [], "seconds": []}
     ys, n_seeds = [], set()
     for opt, upd in arms:
-        runs = [r for r in results["runs"] if r["optimizer"] == opt
+        runs = [r for r in _report_runs(results) if r["optimizer"] == opt
                 and (r.get("update") or "sgd") == upd and r["lr"] == lrs[(opt, upd)]
                 and r["stopped_reason"] != "interrupted" and r.get(key)]
         if not runs:
@@ -341,14 +346,14 @@ def plot_lr_sweep(results, *, figsize=None):
         panels = ((ax1, "final_loss", "final_loss", "final training loss"),
                   (ax2, "final_val_accuracy", "final_val_accuracy",
                    "final validation accuracy"))
-    runs = [r for r in results["runs"] if r["stopped_reason"] != "interrupted"]
+    runs, entries = _sweep_data(results)
     rng = np.random.default_rng(0)
     shifts = np.linspace(0.97, 1.03, len(arms)) if len(arms) > 1 else [1.0]
     for ax, key, miss_key, ylabel in panels:
         any_missed = False
         for (opt, upd), shift in zip(arms, shifts):
             st = _style(opt, upd, several)
-            mine = [e for e in results["summary"]["by_lr"] if e["optimizer"] == opt
+            mine = [e for e in entries if e["optimizer"] == opt
                     and e.get("update", "sgd") == upd and e[key] is not None]
             ax.plot([e["lr"] for e in mine], [e[key] for e in mine], color=st["color"],
                     ls=st["linestyle"], marker=st["marker"] or "o", lw=2, ms=6,
@@ -378,8 +383,87 @@ def plot_lr_sweep(results, *, figsize=None):
              f"{'-'.join(map(str, s['sizes']))}, {s['loss']}")
     if has_target:
         title += f", target {s['target_loss']:g}"
-    n = len(s["seeds"])
+    n = len(_sweep_seeds(results))
     fig.suptitle(title + f", {n} seed{'s' if n != 1 else ''} per point", fontsize="medium")
+    return fig
+
+
+def _report_runs(results):
+    return [r for r in results["runs"] if r.get("role") != "select"]
+
+
+def _sweep_seeds(results):
+    s = results["settings"]
+    return s.get("select_seeds") or s["seeds"] if s.get("report_lrs") == "best" else s["seeds"]
+
+
+def _sweep_data(results):
+    """(runs, summary entries) over the whole lr grid: the selection seeds' when the
+    report seeds ran only at the chosen rates, else the report seeds'."""
+    s, summ = results["settings"], results["summary"]
+    runs = [r for r in results["runs"] if r["stopped_reason"] != "interrupted"]
+    if s.get("report_lrs") == "best" and summ.get("selection"):
+        return [r for r in runs if r.get("role") == "select"], summ["selection"]
+    return [r for r in runs if r.get("role") != "select"], summ["by_lr"]
+
+
+def plot_reach(results, *, figsize=None):
+    """The lr curve: per arm, the share of seeds that reach the target (left) and that
+    diverge or stall (right: stopped by ``patience``) against the learning rate, with the
+    learning rate each arm chose as best marked. Seeds: the selection seeds when there
+    are any (the rates were chosen on them), else the report seeds.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+    """
+    from matplotlib.ticker import NullLocator
+    from .experiments.summary import arm_key, arms_of
+    s, summ = results["settings"], results["summary"]
+    if s.get("target_loss") is None:
+        raise ValueError("plot_reach needs results with a target loss.")
+    entries = summ.get("selection") or summ["by_lr"]
+    n = len(s.get("select_seeds") or s["seeds"])
+    arms = arms_of(results)
+    several = len({u for _, u in arms}) > 1
+    fig, (ax1, ax2) = _new_figure(2, figsize or (11, 4.4))
+    for opt, upd in arms:
+        st = _style(opt, upd, several)
+        mine = sorted((e for e in entries if e["optimizer"] == opt
+                       and e.get("update", "sgd") == upd), key=lambda e: e["lr"])
+        if not mine:
+            continue
+        lab = run_label(opt, upd, show_rule=several or upd != "sgd")
+        x = [e["lr"] for e in mine]
+        for ax, ys in ((ax1, [e["n_reached"] / e["n_runs"] for e in mine]),
+                       (ax2, [e.get("n_collapsed", e["n_diverged"]) / e["n_runs"]
+                              for e in mine])):
+            ax.plot(x, ys, color=st["color"], ls=st["linestyle"], marker=st["marker"] or "o",
+                    lw=2, label=lab)
+        chosen = (summ.get("chosen") or {}).get(arm_key(opt, upd))
+        if chosen:
+            e = next((e for e in mine if e["lr"] == chosen["lr"]), None)
+            if e is not None:
+                ax1.plot([e["lr"]], [e["n_reached"] / e["n_runs"]], "*", ms=16,
+                         color=st["color"], mec="k")
+    rule = (s.get("min_reach") or 0.9)
+    ax1.axhline(rule, color="0.5", ls=":", lw=1, label=f"rule: >= {rule:.0%} reach")
+    ax1.plot([], [], "*", color="0.5", mec="k", ms=12, label="chosen as best")
+    for ax, yl in ((ax1, "share of seeds reaching the target"),
+                   (ax2, "share of seeds collapsed (diverged or stalled)")):
+        ax.set_xscale("log")
+        ax.xaxis.set_minor_locator(NullLocator())
+        lrs = sorted({e["lr"] for e in entries})
+        ax.set_xticks(lrs, [f"{v:.3g}" for v in lrs], rotation=45, fontsize="small")
+        ax.set_ylim(-0.03, 1.03)
+        ax.set_xlabel("learning rate")
+        ax.set_ylabel(yl, fontsize="small")
+        ax.grid(True, alpha=0.3)
+        ax.legend(fontsize="x-small")
+    fig.suptitle(f"{s.get('dataset_label') or s['dataset']}: network "
+                 f"{'-'.join(map(str, s['sizes']))}, {s['loss']}, target "
+                 f"{s['target_loss']:g}; {n} seed{'s' if n != 1 else ''} per point",
+                 fontsize="medium")
     return fig
 
 

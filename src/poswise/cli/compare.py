@@ -27,6 +27,8 @@ def _figure_plan(s, formats):
     base = [("comparison", "plot_comparison", {})]
     if len(s["lr"]) > 1:
         base.append(("lr_sweep", "plot_lr_sweep", {}))
+        if s.get("target_loss") is not None:
+            base.append(("reach", "plot_reach", {}))
         base += [(f"comparison_lr{_lr_tag(lr)}", "plot_comparison", {"lr": lr})
                  for lr in s["lr"]]
     if s.get("paper_loss_thresholds") is not None:
@@ -38,7 +40,8 @@ def _write_figures(results, folder, formats):
     """Write the figures of ``results`` into ``folder``; return their paths."""
     # plots builds bare Figures (no pyplot), so no backend needs to be chosen here.
     from .. import plots
-    runs = [r for r in results["runs"] if r["stopped_reason"] != "interrupted"]
+    runs = [r for r in results["runs"] if r["stopped_reason"] != "interrupted"
+            and r.get("role") != "select"]
     written = []
     if not runs:
         return written
@@ -91,6 +94,12 @@ def run_compare(args, key, preset, command, signals):
             thresholds=st["thresholds"], paper_loss_thresholds=st["paper_loss_thresholds"],
             optimizers=args.optimizers, update=args.update,
             update_params=rule_overrides(args),
+            select_seeds=getattr(args, "select_seeds", None),
+            report_lrs=getattr(args, "report_lrs", "all"),
+            min_reach=getattr(args, "min_reach", None),
+            patience=getattr(args, "patience", None),
+            epoch_budgets=getattr(args, "epoch_budgets", None) or (),
+            flop_budgets=getattr(args, "flop_budgets", None) or (),
             log=None if quiet else eprint)
     except CompareError as exc:
         raise Fail(str(exc), EXIT_USAGE) from None

@@ -102,6 +102,17 @@ def _target(text):
     return "none" if text.lower() == "none" else _float(text)
 
 
+def _lr_items(text):
+    """Comma-separated learning rates, each a number or a grid LOW:HIGH:STEP."""
+    from ..experiments.stats import parse_lr_grid
+    vals = []
+    for p in (p.strip() for p in text.split(",") if p.strip()):
+        vals += parse_lr_grid(p) if ":" in p else [_float(p)]
+    if not vals or len(set(vals)) != len(vals):
+        raise ValueError
+    return vals
+
+
 def _seeds(text):
     return _list(text, lambda p: _int(p, 0)) if "," in text else _int(text)
 
@@ -118,8 +129,12 @@ NONNEG_FLOAT = _type(lambda t: _float(t, 0.0, True), "a number >= 0")
 UNIT_FLOAT = _type(lambda t: _float(t, 0.0, True, 1.0), "a number in [0, 1)")
 POS_INT = _type(_int, "an integer >= 1")
 HIDDEN = _type(_hidden, "comma-separated layer widths >= 1, e.g. 20,7,5 (or 'none')")
-LR_LIST = _type(lambda t: _list(t, _float), "a learning rate > 0 or a comma-separated "
-                "list of distinct ones, e.g. 0.01 or 0.005,0.01,0.02")
+LR_LIST = _type(_lr_items, "a learning rate > 0 or a comma-separated list of distinct "
+                "ones, each a number or a geometric grid LOW:HIGH:STEP (STEP sqrt2, 2 or a "
+                "number > 1), e.g. 0.01, 0.005,0.01,0.02 or 0.005:0.04:sqrt2")
+REACH = _type(lambda t: _float(t, 0.0, False, 1.0 + 1e-12), "a number in (0, 1]")
+INT_LIST = _type(lambda t: _list(t, lambda p: _int(p, 0)),
+                 "a comma-separated list of integers >= 0, e.g. 100,500")
 FLOAT_LIST = _type(lambda t: _list(t, _float), "a comma-separated list of numbers > 0, "
                    "e.g. 1.0,0.5")
 TARGET = _type(_target, "a loss > 0 or 'none'")
@@ -235,6 +250,24 @@ def _add_compare_options(p):
     p.add_argument("--seeds", type=SEEDS, metavar="N|S1,S2,...",
                    help="number of seeds (0..N-1) or the seeds themselves; each seed gives "
                         "every schedule and rule the same initial weights")
+    p.add_argument("--select-seeds", type=SEEDS, metavar="N|S1,S2,...",
+                   help="seeds on which each schedule and rule's best lr is chosen (N: the "
+                        "N seeds after the report seeds); the --seeds are then only "
+                        "reported")
+    p.add_argument("--report-lrs", choices=("all", "best"), default="all",
+                   help="with --select-seeds: run the report seeds at every lr (all, "
+                        "default) or only at the lrs chosen as best (best)")
+    p.add_argument("--min-reach", type=REACH, metavar="F",
+                   help="the rule for best: fewest median epochs among the lrs where at "
+                        "least this share of the seeds reach the target (default 0.9)")
+    p.add_argument("--patience", type=POS_INT, metavar="K",
+                   help="stop a run whose training loss has not improved for K epochs "
+                        "(reported as stalled)")
+    p.add_argument("--epoch-budgets", type=INT_LIST, metavar="E1,E2,...",
+                   help="also report the validation accuracy after these many epochs")
+    p.add_argument("--flop-budgets", type=FLOAT_LIST, metavar="B1,B2,...",
+                   help="also report the validation accuracy after this much work, in "
+                        "multiply-adds of one GD epoch")
     p.add_argument("--thresholds", type=FLOAT_LIST, metavar="L1,L2,...",
                    help="also report when the training loss first fell below these levels")
     p.add_argument("--paper-loss-thresholds", type=FLOAT_LIST, metavar="L1,...",

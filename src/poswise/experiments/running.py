@@ -10,6 +10,9 @@ Timing is wall time (``time.perf_counter``) as recorded by the trainers: set-up 
 initial forward pass included (``setup_seconds`` says how much of it was set-up),
 validation excluded; the time spent computing the paper's loss (a measurement) is
 subtracted as well.
+
+(Over 400 lines: compare's checks, its two-phase run loop and the record of one run
+belong together.)
 """
 import hashlib
 import math
@@ -84,7 +87,8 @@ def compare(dataset, *, hidden=(20, 7, 5), loss=None, lr=0.01, target_loss=None,
             batch_size=None, activation="relu", threads=None, progress=False,
             thresholds=(), paper_loss_thresholds=None, backend="cython",
             first_layer="auto", log=None, warmup=True, optimizers=DEFAULT_SCHEDULES,
-            update="sgd", update_params=None):
+            update="sgd", update_params=None, select_seeds=None, report_lrs="all",
+            min_reach=None, patience=None, epoch_budgets=(), flop_budgets=()):
     """Train every schedule x update rule from identical initial weights; collect results.
 
     Parameters
@@ -126,6 +130,24 @@ def compare(dataset, *, hidden=(20, 7, 5), loss=None, lr=0.01, target_loss=None,
         Update rules (names of :data:`poswise.updates.UPDATE_RULES`).
     update_params : dict, optional
         Hyper-parameter overrides, each given to the rules that take it.
+    select_seeds : int or sequence of int, optional
+        Seeds on which each arm's best learning rate is chosen (the rule:
+        :func:`poswise.experiments.stats.select_best`); the ``seeds`` are then only
+        reported. An int n means the n seeds after the largest report seed. They must
+        not overlap ``seeds``.
+    report_lrs : {"all", "best"}, default "all"
+        With selection seeds, "best" first runs the selection seeds over every lr, then
+        the report seeds only at the learning rates some arm chose (every arm at each of
+        them: "each at its best lr" and "at equal lr" at once).
+    min_reach : float in (0, 1], optional
+        The share of seeds that must reach the target for an lr to be a candidate for
+        "best" (default :data:`poswise.experiments.stats.MIN_REACH`).
+    patience : int, optional
+        Passed to ``fit``: stop a run whose monitored loss has not improved for this many
+        epochs (reported as stalled, ``stopped_reason == "no_improvement"``).
+    epoch_budgets, flop_budgets : sequence of float, default ()
+        Report the validation accuracy after these many epochs, and after these many
+        GD epochs' worth of multiply-adds (per schedule, :mod:`.stats`).
 
     Returns
     -------
@@ -173,6 +195,30 @@ def compare(dataset, *, hidden=(20, 7, 5), loss=None, lr=0.01, target_loss=None,
     paper_thresholds = [float(check(t, "paper_loss_thresholds", is_real,
                                      "a list of floats > 0"))
                         for t in (paper_loss_thresholds or ())]
+    from .stats import MIN_REACH
+    select_list = []
+    if select_seeds is not None:
+        if isinstance(select_seeds, Integral) and not isinstance(select_seeds, bool):
+            n = check(select_seeds, "select_seeds", lambda v: v >= 1, seed_what)
+            select_list = list(range(max(seed_list) + 1, max(seed_list) + 1 + n))
+        else:
+            select_list = [int(v) for v in as_list(select_seeds, "select_seeds",
+                                                    lambda v: is_int(v, 0), seed_what)]
+        both = sorted(set(select_list) & set(seed_list))
+        if both:
+            raise CompareError(f"The 'select_seeds' parameter of compare must not overlap "
+                               f"'seeds'; both hold {both}.")
+    check(report_lrs, "report_lrs", lambda v: v in ("all", "best"), "'all' or 'best'")
+    if report_lrs == "best" and not select_list:
+        raise CompareError("report_lrs='best' needs select_seeds (the seeds the best "
+                           "learning rates are chosen on).")
+    min_reach = float(check(MIN_REACH if min_reach is None else min_reach, "min_reach",
+                            lambda v: is_real(v) and v <= 1, "a float in (0, 1]"))
+    patience = check(patience, "patience", lambda v: is_int(v, 1), "an int >= 1", True)
+    epoch_budgets = [int(check(b, "epoch_budgets", lambda v: is_int(v, 0),
+                               "a list of ints >= 0")) for b in (epoch_budgets or ())]
+    flop_budgets = [float(check(b, "flop_budgets", is_real, "a list of floats > 0"))
+                    for b in (flop_budgets or ())]
     try:
         dt = np.dtype(dtype).type
     except TypeError:
@@ -207,7 +253,9 @@ def compare(dataset, *, hidden=(20, 7, 5), loss=None, lr=0.01, target_loss=None,
         hidden=list(hidden), loss=loss, lr=lrs, target_loss=target_loss,
         max_epochs=max_epochs, seeds=seed_list, dtype=np.dtype(dt).name, init=init,
         batch_size=batch_size, activation=activation, threads=threads, backend=backend,
-        first_layer=first_layer, thresholds=thresholds,
+        first_layer=first_layer, thresholds=thresholds, select_seeds=select_list,
+        report_lrs=report_lrs, min_reach=min_reach, patience=patience,
+        epoch_budgets=epoch_budgets, flop_budgets=flop_budgets,
         paper_loss_thresholds=paper_thresholds if record_paper else None,
         warmup=bool(warmup), optimizers=list(schedules),
         updates=[u for u, _ in rules], update_params={u: r.hyper() for u, r in rules},
@@ -215,11 +263,33 @@ def compare(dataset, *, hidden=(20, 7, 5), loss=None, lr=0.01, target_loss=None,
                "says how much); validation and the paper's loss excluded",
         **_machine())
     results = {"settings": settings, "runs": [], "summary": {}, "interrupted": False}
-    n_total = len(seed_list) * len(lrs) * len(arms)
+    from .stats import schedule_work
+    settings["work"] = {o: schedule_work(list(sizes), o) for o in schedules}
+    # With report_lrs="best" the report seeds' share is known after the selection.
+    n_total = (len(select_list) + (0 if report_lrs == "best" else len(seed_list))) * len(
+        lrs) * len(arms)
     several_rules = len(rules) > 1
     opts = dict(Xtr=Xtr, ytr=ytr, val=val, target_loss=target_loss, max_epochs=max_epochs,
                 progress=progress, thresholds=thresholds, record_paper=record_paper,
-                paper_thresholds=paper_thresholds)
+                paper_thresholds=paper_thresholds, patience=patience)
+
+    def run_seeds(seeds_, lrs_, role, n_total):
+        for seed in seeds_:
+            net0 = MLP(sizes, activation=activation, init=init, dtype=dt, rng=seed,
+                       output=head)
+            for lr_ in lrs_:
+                for (s, u, r), tr in zip(arms, trainers(lr_, seed)):
+                    label = run_label(s, u, show_rule=several_rules or u != "sgd")
+                    i = len(results["runs"]) + 1
+                    run = _train_one(tr, net0, label=label, tag=f"[{i}/{n_total}]",
+                                     **opts)
+                    run.update(optimizer=s, update=u, update_params=r.hyper(),
+                               label=label, seed=int(seed), lr=lr_, role=role)
+                    results["runs"].append(run)
+                    if log is not None:
+                        log(_run_line(run, i, n_total))
+                    if run["stopped_reason"] == "interrupted":
+                        raise KeyboardInterrupt
     try:
         if warmup:
             # Untimed, discarded runs: the first fit of a process pays for page faults,
@@ -227,22 +297,15 @@ def compare(dataset, *, hidden=(20, 7, 5), loss=None, lr=0.01, target_loss=None,
             for tr in warm_trainers:
                 tr.fit(warm_net.copy(), Xtr, ytr, epochs=min(WARMUP_EPOCHS, max_epochs),
                        validation_data=val)
-        for seed in seed_list:
-            net0 = MLP(sizes, activation=activation, init=init, dtype=dt, rng=seed,
-                       output=head)
-            for lr_ in lrs:
-                for (s, u, r), tr in zip(arms, trainers(lr_, seed)):
-                    label = run_label(s, u, show_rule=several_rules or u != "sgd")
-                    i = len(results["runs"]) + 1
-                    run = _train_one(tr, net0, label=label, tag=f"[{i}/{n_total}]",
-                                     **opts)
-                    run.update(optimizer=s, update=u, update_params=r.hyper(),
-                               label=label, seed=int(seed), lr=lr_)
-                    results["runs"].append(run)
-                    if log is not None:
-                        log(_run_line(run, i, n_total))
-                    if run["stopped_reason"] == "interrupted":
-                        raise KeyboardInterrupt
+        if report_lrs == "best":
+            run_seeds(select_list, lrs, "select", n_total)
+            chosen = sorted({c["lr"] for c in summarize(results)["chosen"].values()})
+            settings["report_lr"] = chosen
+            n_total = len(results["runs"]) + len(seed_list) * len(chosen) * len(arms)
+            run_seeds(seed_list, chosen, "report", n_total)
+        else:
+            run_seeds(select_list, lrs, "select", n_total)
+            run_seeds(seed_list, lrs, "report", n_total)
     except KeyboardInterrupt:
         results["interrupted"] = True
     results["summary"] = summarize(results)
@@ -250,7 +313,7 @@ def compare(dataset, *, hidden=(20, 7, 5), loss=None, lr=0.01, target_loss=None,
 
 
 def _train_one(trainer, net0, *, label, tag, Xtr, ytr, val, target_loss, max_epochs,
-               progress, thresholds, record_paper, paper_thresholds):
+               progress, thresholds, record_paper, paper_thresholds, patience=None):
     """Train a copy of ``net0`` with ``trainer``; return the run's record."""
     from ..progress import Progress
     net = net0.copy()
@@ -280,9 +343,11 @@ def _train_one(trainer, net0, *, label, tag, Xtr, ytr, val, target_loss, max_epo
         spent.append(time.perf_counter() - t)
     t0 = time.perf_counter()
     try:
+        # patience is passed only when set, so fit's signature without it still works.
+        extra = {} if patience is None else {"patience": patience}
         hist = trainer.fit(net, Xtr, ytr, epochs=max_epochs, target_loss=target_loss,
                            validation_data=val, callbacks=[measure] if record_paper else [],
-                           progress=bar if bar is not None else False)
+                           progress=bar if bar is not None else False, **extra)
     finally:
         if bar is not None:
             bar.close()

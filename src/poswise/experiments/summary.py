@@ -59,54 +59,101 @@ def _median_to(values):
     return _median(values, missing_is_inf=True)
 
 
+def _work(settings, schedule):
+    """Per-epoch work of ``schedule`` on the results' network (None without sizes)."""
+    sizes = settings.get("sizes")
+    if not sizes or len(sizes) < 2:
+        return None
+    from .stats import schedule_work
+    return schedule_work(sizes, schedule)
+
+
+def _seed_sets(settings):
+    """(report seeds, selection seeds) of the results' settings."""
+    return list(settings["seeds"]), list(settings.get("select_seeds") or [])
+
+
 def summarize(results):
-    """Medians over seeds per arm and learning rate, best lrs and ratios.
+    """Medians over seeds per arm and learning rate, best lrs, ratios and their statistics.
 
     Runs stopped by Ctrl-C are left out. A run that did not reach the target counts as
     infinitely slow, so a median "to target" is None when half or more of the seeds
     missed it.
 
+    With selection seeds (``settings["select_seeds"]``), the best learning rate of each
+    arm is chosen on those seeds' runs and every reported number comes from the other
+    seeds (``settings["seeds"]``); otherwise both are the same seeds (stated in
+    ``best[...]["chosen_on"]``).
+
     Returns
     -------
     dict
-        ``by_lr``: one entry per (schedule, rule, lr) with ``optimizer``, ``update``,
-        ``lr``, ``n_runs``, ``n_reached``, ``n_diverged``, the medians
-        ``epochs_to_target``, ``seconds_to_target``, ``final_loss``, ``final_val_loss``,
-        ``final_val_accuracy``, ``final_train_accuracy``, ``final_seconds``,
-        ``setup_seconds`` and the median ``crossings`` (and ``paper_crossings``);
-        ``best``: per arm (key :func:`arm_key`), its entry at its own best lr (fewest
-        median epochs to target, then seconds, then final loss; without a target, the
-        lowest final loss); ``ratios``: ``equal_lr`` (per rule and lr) and ``best_lr``
-        (per rule), each schedule's medians divided by the reference schedule's
-        (``versus``; a ratio above 1 means the reference needed less), with ``paired``:
-        seed by seed (same initial network), on how many seeds each of the two reached
-        the target in fewer epochs / less time (a miss counts as infinitely late; ties
-        count for neither; without a target, the lower final loss wins).
+        ``by_lr``: one entry per (schedule, rule, lr) over the report seeds, with
+        ``optimizer``, ``update``, ``lr``, ``n_runs``, ``n_reached``, ``reach_rate``,
+        ``n_diverged``, ``n_stalled`` (stopped by ``patience``), ``n_collapsed`` (the
+        two), the medians ``epochs_to_target``, ``seconds_to_target``, ``final_loss``,
+        ``final_val_loss``, ``final_val_accuracy``, ``final_train_accuracy``,
+        ``final_seconds``, ``setup_seconds``, ``epoch_seconds`` (training seconds per
+        epoch, set-up excluded), the work ``macs_per_epoch`` (multiply-adds, all samples)
+        ``x_passes_per_epoch``, ``macs_to_target``, ``x_passes_to_target`` (medians), the
+        accuracies at the ``budgets`` and the median ``crossings`` (and
+        ``paper_crossings``); ``selection``: the same over the selection seeds (empty
+        without them); ``best``: per arm (key :func:`arm_key`), its report entry at the lr
+        chosen by :func:`poswise.experiments.stats.select_best` (without a target: the
+        lowest final loss), with ``chosen_on`` and ``qualified``; ``ratios``:
+        ``equal_lr`` (per rule and lr) and ``best_lr`` (per rule), each schedule's medians
+        divided by the reference schedule's (``versus``; above 1 means the reference
+        needed less), with ``epochs_ci`` (paired bootstrap, 95 %), ``macs`` (the ratio of
+        median multiply-adds to the target), ``sign_test`` (epochs) and ``paired``: seed
+        by seed, on how many seeds each reached the target in fewer epochs / less time (a
+        miss counts as infinitely late; ties count for neither; without a target, the
+        lower final loss wins); ``chosen``: per arm, the chosen ``lr`` and ``qualified``
+        (also when the report seeds did not run at it); ``rule``: the rule for "best",
+        in words.
     """
+    from .stats import MIN_REACH, bootstrap_ratio, select_best, sign_test
     settings = results["settings"]
     has_target = settings.get("target_loss") is not None
-    runs = [r for r in results["runs"] if r["stopped_reason"] != "interrupted"]
+    min_reach = settings.get("min_reach", MIN_REACH)
+    report_seeds, select_seeds = _seed_sets(settings)
+    all_runs = [r for r in results["runs"] if r["stopped_reason"] != "interrupted"]
+    runs = [r for r in all_runs if r["seed"] in report_seeds]
+    sel_runs = [r for r in all_runs if r["seed"] in select_seeds]
     arms = arms_of(results)
-    by_lr = []
-    for lr in settings["lr"]:
-        for opt, upd in arms:
-            rs = [r for r in runs if r["optimizer"] == opt and _update_of(r) == upd
-                  and r["lr"] == lr]
-            if rs:
-                by_lr.append(_entry(rs, opt, upd, lr, has_target))
+    work = {o: _work(settings, o) for o in dict.fromkeys(o for o, _ in arms)}
+    n_train = settings.get("n_train")
 
-    def rank(e):
-        fl = e["final_loss"] if e["final_loss"] is not None else math.inf
-        if not has_target:
-            return (fl,)
-        return tuple(math.inf if e[k] is None else e[k]
-                     for k in ("epochs_to_target", "seconds_to_target")) + (fl,)
+    def entries(rs_all):
+        out = []
+        for lr in settings["lr"]:
+            for opt, upd in arms:
+                rs = [r for r in rs_all if r["optimizer"] == opt and _update_of(r) == upd
+                      and r["lr"] == lr]
+                if rs:
+                    out.append(_entry(rs, opt, upd, lr, has_target, work[opt], n_train,
+                                      settings))
+        return out
+    by_lr = entries(runs)
+    selection = entries(sel_runs) if select_seeds else []
 
-    best = {}
+    best, chosen_lr = {}, {}
     for opt, upd in arms:
-        cands = [e for e in by_lr if e["optimizer"] == opt and e["update"] == upd]
-        if cands:
-            best[arm_key(opt, upd)] = min(cands, key=rank)
+        pool = selection if select_seeds else by_lr
+        cands = [e for e in pool if e["optimizer"] == opt and e["update"] == upd]
+        if not cands:
+            continue
+        if has_target:
+            chosen, ok = select_best(cands, min_reach)
+        else:
+            chosen = min(cands, key=lambda e: math.inf if e["final_loss"] is None
+                         else e["final_loss"])
+            ok = True
+        chosen_lr[arm_key(opt, upd)] = {"lr": chosen["lr"], "qualified": ok}
+        rep = _find(by_lr, opt, upd, chosen["lr"])
+        if rep is not None:
+            best[arm_key(opt, upd)] = {**rep, "qualified": ok, "chosen_on":
+                                       "selection seeds" if select_seeds
+                                       else "reported seeds"}
 
     def keys(r):
         if not has_target:
@@ -115,16 +162,22 @@ def summarize(results):
         return tuple(math.inf if r[k] is None else r[k]
                      for k in ("epochs_to_target", "seconds_to_target"))
 
-    def paired(opt, ref, upd, lr_opt, lr_ref):
-        """Seed by seed: which of the two reached the target (or lower loss) first."""
-        w = {"n_seeds": 0, "fewer_epochs": {opt: 0, ref: 0}, "less_time": {opt: 0, ref: 0}}
-        for seed in settings["seeds"]:
+    def pairs(opt, ref, upd, lr_opt, lr_ref):
+        """[(run of opt, run of ref)] per report seed that has both."""
+        out = []
+        for seed in report_seeds:
             a, b = ([r for r in runs if r["optimizer"] == o and _update_of(r) == upd
                      and r["seed"] == seed and r["lr"] == lr] for o, lr in
                     ((opt, lr_opt), (ref, lr_ref)))
-            if not a or not b:
-                continue
-            (ae, as_), (be, bs) = keys(a[0]), keys(b[0])
+            if a and b:
+                out.append((a[0], b[0]))
+        return out
+
+    def paired(opt, ref, ps):
+        """Seed by seed: which of the two reached the target (or lower loss) first."""
+        w = {"n_seeds": 0, "fewer_epochs": {opt: 0, ref: 0}, "less_time": {opt: 0, ref: 0}}
+        for a, b in ps:
+            (ae, as_), (be, bs) = keys(a), keys(b)
             w["n_seeds"] += 1
             for k, x, y in (("fewer_epochs", ae, be), ("less_time", as_, bs)):
                 w[k][opt] += x < y
@@ -134,10 +187,19 @@ def summarize(results):
     def ratio(a, b):
         return None if a is None or b is None or b == 0 else a / b
 
-    def ratios(g, p):
-        return {"epochs": ratio(g["epochs_to_target"], p["epochs_to_target"]),
-                "seconds": ratio(g["seconds_to_target"], p["seconds_to_target"]),
-                "final_loss": ratio(g["final_loss"], p["final_loss"])}
+    def ratios(g, p, opt, ref, ps):
+        out = {"epochs": ratio(g["epochs_to_target"], p["epochs_to_target"]),
+               "seconds": ratio(g["seconds_to_target"], p["seconds_to_target"]),
+               "final_loss": ratio(g["final_loss"], p["final_loss"]),
+               "macs": ratio(g.get("macs_to_target"), p.get("macs_to_target")),
+               "macs_per_epoch": ratio(g.get("macs_per_epoch"), p.get("macs_per_epoch")),
+               "paired": paired(opt, ref, ps)}
+        if has_target and ps:
+            ea = [a["epochs_to_target"] for a, _ in ps]
+            eb = [b["epochs_to_target"] for _, b in ps]
+            out["epochs_ci"] = bootstrap_ratio(ea, eb)
+            out["sign_test"] = sign_test(ea, eb)
+        return out
 
     ref = reference_schedule(results)
     equal, at_best = [], []
@@ -149,13 +211,20 @@ def summarize(results):
                 p = _find(by_lr, ref, upd, lr)
                 if g is not None and p is not None:
                     equal.append({"optimizer": opt, "versus": ref, "update": upd, "lr": lr,
-                                  **ratios(g, p), "paired": paired(opt, ref, upd, lr, lr)})
+                                  **ratios(g, p, opt, ref, pairs(opt, ref, upd, lr, lr))})
             g, p = best.get(arm_key(opt, upd)), best.get(arm_key(ref, upd))
             if g is not None and p is not None:
                 at_best.append({"optimizer": opt, "versus": ref, "update": upd,
-                                "lr": g["lr"], "versus_lr": p["lr"], **ratios(g, p),
-                                "paired": paired(opt, ref, upd, g["lr"], p["lr"])})
-    return {"by_lr": by_lr, "best": best,
+                                "lr": g["lr"], "versus_lr": p["lr"],
+                                **ratios(g, p, opt, ref,
+                                         pairs(opt, ref, upd, g["lr"], p["lr"]))})
+    rule = (f"best lr: the fewest median epochs to the target among the rates where at "
+            f"least {min_reach:.0%} of the seeds reach it, chosen on "
+            + ("the selection seeds " + ",".join(map(str, select_seeds))
+               + " and reported on the others" if select_seeds
+               else "the reported seeds themselves"))
+    return {"by_lr": by_lr, "selection": selection, "best": best, "chosen": chosen_lr,
+            "rule": rule,
             "ratios": {"equal_lr": equal, "best_lr": at_best}}
 
 
@@ -164,17 +233,47 @@ def _find(by_lr, opt, upd, lr):
                  and e["lr"] == lr), None)
 
 
-def _entry(rs, opt, upd, lr, has_target):
+def _entry(rs, opt, upd, lr, has_target, work=None, n_train=None, settings=None):
+    from .stats import value_at_epoch
+    n = len(rs)
     e = {"optimizer": opt, "update": upd, "lr": lr, "label": rs[0].get("label"),
-         "n_runs": len(rs),
+         "n_runs": n,
          "n_reached": sum(r["epochs_to_target"] is not None for r in rs),
          "n_diverged": sum(r["stopped_reason"] == "diverged" for r in rs),
+         "n_stalled": sum(r["stopped_reason"] == "no_improvement" for r in rs),
          "epochs_to_target": _median_to([r["epochs_to_target"] for r in rs]),
          "seconds_to_target": _median_to([r["seconds_to_target"] for r in rs])}
+    e["reach_rate"] = e["n_reached"] / n
+    e["n_collapsed"] = e["n_diverged"] + e["n_stalled"]
     if not has_target:
         e["epochs_to_target"] = e["seconds_to_target"] = None
     for k in _SUMMARY_KEYS:
         e[k] = _median([r.get(k) for r in rs])
+    e["epoch_seconds"] = _median([
+        (r["final_seconds"] - (r.get("setup_seconds") or 0.0)) / r["epochs"]
+        for r in rs if r.get("final_seconds") is not None and r.get("epochs")])
+    if work is not None and n_train:
+        per, fwd = work["macs_per_sample"] * n_train, work["forward_macs_per_sample"] * n_train
+        e.update(macs_per_epoch=per, x_passes_per_epoch=work["x_passes"])
+        to = [r["epochs_to_target"] for r in rs]
+        e["macs_to_target"] = _median_to([None if t is None else fwd + t * per for t in to])
+        e["x_passes_to_target"] = _median_to([None if t is None else 1 + t * work["x_passes"]
+                                              for t in to])
+        # Accuracy at fixed budgets: epochs, and multiply-adds in units of GD epochs.
+        budgets = []
+        gd = _work(settings, "gd")
+        for kind, vals in (("epochs", settings.get("epoch_budgets") or ()),
+                           ("gd_epochs_of_work", settings.get("flop_budgets") or ())):
+            for b in vals:
+                ep = (int(b) if kind == "epochs" else
+                      int(math.floor((b * gd["macs_per_sample"]) / work["macs_per_sample"])))
+                acc = [value_at_epoch(r.get("val_accuracy") or [], ep) for r in rs]
+                budgets.append({"kind": kind, "budget": b, "epoch": ep,
+                                "n_trained": sum(len(r.get("loss") or []) > ep for r in rs),
+                                "val_accuracy": _median(acc),
+                                "val_accuracy_iqr": _iqr(acc)})
+        if budgets:
+            e["budgets"] = budgets
     for key in ("crossings", "paper_crossings"):
         if key in rs[0]:
             e[key] = [
@@ -186,6 +285,11 @@ def _entry(rs, opt, upd, lr, has_target):
     if "final_paper_loss" in rs[0]:
         e["final_paper_loss"] = _median([r.get("final_paper_loss") for r in rs])
     return e
+
+
+def _iqr(values):
+    vals = [float(v) for v in values if v is not None]
+    return [float(q) for q in np.percentile(vals, [25, 75])] if vals else None
 
 
 def for_json(results):

@@ -23,16 +23,31 @@ def _entry_row(e, target):
     reached = f"{e['n_reached']}/{e['n_runs']}" if target is not None else "-"
     if e["n_diverged"]:
         reached += f" ({e['n_diverged']} div.)"
+    if e.get("n_stalled"):
+        reached += f" ({e['n_stalled']} stalled)"
     return [f"{e['lr']:g}", schedule_label(e["optimizer"]), rule_label(e["update"]),
             reached, _fmt(e["epochs_to_target"], ".0f", "not reached" if target else "-"),
             _fmt(e["seconds_to_target"], ".3g"), _fmt(e["final_loss"]),
             _fmt(e["final_val_loss"]), _fmt(e["final_train_accuracy"], ".3f"),
             _fmt(e["final_val_accuracy"], ".3f"), _fmt(e["final_seconds"], ".3g"),
-            _fmt(e.get("setup_seconds"), ".2g")]
+            _fmt(e.get("setup_seconds"), ".2g"),
+            _fmt(None if e.get("epoch_seconds") is None else 1e3 * e["epoch_seconds"], ".3g"),
+            _fmt(e.get("macs_per_epoch"), ".3g"), _fmt(e.get("x_passes_per_epoch"), "d")]
 
 
 def _name(opt, upd, several):
     return schedule_label(opt) + (f" + {rule_label(upd)}" if several else "")
+
+
+def _ci_text(r):
+    """" (95 % CI a-b, sign test p = x)" of a ratio entry, or ""."""
+    ci, st = r.get("epochs_ci"), r.get("sign_test")
+    parts = []
+    if ci and ci.get("low") is not None:
+        parts.append(f"{ci['level']:.0%} CI {ci['low']:.2f}-{ci['high']:.2f}")
+    if st and st.get("p_value") is not None:
+        parts.append(f"sign test p = {st['p_value']:.2g}")
+    return f" ({', '.join(parts)})" if parts else ""
 
 
 def _ratio_text(r, g, p, has_target, several):
@@ -53,8 +68,11 @@ def _ratio_text(r, g, p, has_target, several):
                      f"{w['fewer_epochs'][r['optimizer']]})")
         return text
     if has_target:
-        text = (f"epochs {sa}/{sb} = {r['epochs']:.2f}, seconds {sa}/{sb} = "
+        text = (f"epochs {sa}/{sb} = {r['epochs']:.2f}{_ci_text(r)}, seconds {sa}/{sb} = "
                 f"{r['seconds']:.2f}")
+        if r.get("macs") is not None:
+            text += (f", multiply-adds to target {sa}/{sb} = {r['macs']:.2f} (per epoch "
+                     f"{r['macs_per_epoch']:.3f})")
     elif r["final_loss"] is None:
         return "n/a"
     else:
@@ -97,19 +115,28 @@ def format_table(results):
          "No target loss, ") +
         f"at most {s['max_epochs']} epochs; medians over {len(seeds)} seed(s) "
         f"{', '.join(map(str, seeds))}; times are wall seconds."]
+    if s.get("select_seeds"):
+        lines.append(f"Best learning rates chosen on the selection seeds "
+                     f"{', '.join(map(str, s['select_seeds']))} (not in the table).")
+    if summ.get("rule") and len(s["lr"]) > 1 and target is not None:
+        lines.append("Rule: " + summ["rule"] + ".")
     if results.get("interrupted"):
         lines.append("INTERRUPTED: only the runs finished before the interruption are "
                      "included.")
     header = ["lr", "schedule", "rule", "reached", "epochs", "seconds", "train loss",
-              "val loss", "train acc", "val acc", "train s", "set-up s"]
-    align = [">", "<", "<"] + [">"] * 9
+              "val loss", "train acc", "val acc", "train s", "set-up s", "ms/epoch",
+              "MACs/epoch", "X passes"]
+    align = [">", "<", "<"] + [">"] * 12
     rows = [_entry_row(e, target) for e in summ["by_lr"]]
     lines += ["", _table(header, rows, align)]
     if not rows:
         lines.append("(no completed runs)")
     lines += ["", "'epochs' and 'seconds' are to the target, set-up included; losses, "
                   "accuracies and 'train s' (training seconds) are at the end of each run; "
-                  "'set-up s' is the time before the first epoch."]
+                  "'set-up s' is the time before the first epoch; 'ms/epoch' excludes it. "
+                  "MACs: multiply-adds of the layers' products (all samples), counted "
+                  "from the layer sizes; X passes: reads of the training inputs per "
+                  "epoch."]
     has_target = target is not None
     several = len({e["update"] for e in summ["by_lr"]}) > 1
 
