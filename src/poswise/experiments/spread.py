@@ -60,7 +60,8 @@ def _run_share(comm, dataset, tasks, *, warmup, progress, log, options):
                           log=None, **options)
             warmed.add((s, u))
             if mine["settings"] is None:
-                mine["settings"] = res["settings"]
+                mine["settings"] = dict(res["settings"], work={})
+            mine["settings"]["work"].update(res["settings"].get("work", {}))
             for run in res["runs"]:
                 run["label"] = run_label(s, u, show_rule=several_rules or u != "sgd")
                 mine["runs"].append((i, run))
@@ -145,6 +146,12 @@ def _merge(parts, tasks, n_ranks, warmup):
     first = min((p for p in parts if p["settings"] is not None),
                 key=lambda p: p["runs"][0][0] if p["runs"] else len(tasks), default=None)
     settings = dict(first["settings"]) if first is not None else {}
+    work = {}                       # each rank counts the work of the schedules it ran
+    for p in parts:
+        work.update((p["settings"] or {}).get("work", {}))
+    if work:
+        schedules = list(dict.fromkeys(t[2] for t in tasks))
+        settings["work"] = {o: work[o] for o in schedules if o in work}
     rules = {u: r for *_, u, r in tasks}           # in order of first appearance
     settings.update(
         seeds=list(dict.fromkeys(t[0] for t in tasks)),
