@@ -133,6 +133,11 @@ static void NAME ARGS {                                                         
 #define PW_LOOP_GRID(BODY) { int i, j; for (i = 0; i < rows; i++)                           \
                                            for (j = 0; j < cols; j++) { BODY; } }
 
+/* Whether parameter, gradient and state are one contiguous run (row-major, or one row). */
+#define PW_RULE_CONTIGUOUS                                                                  \
+    (pcs == 1 && gcs == 1 && scs == 1 &&                                                    \
+     (rows == 1 || (prs == cols && grs == cols && srs == cols)))
+
 #define PW_RULE_APPLY(T, SUF)                                                               \
 PW_RULE_ELEMS(T, SUF)                                                                       \
 PW_RULE_LOOPS(T, SUF, pw_rule_flat_##SUF,                                                   \
@@ -151,8 +156,7 @@ static void pw_rule_apply_##SUF(const pw_rule* r, long long t, double lr, T* p, 
                                 int cols, ptrdiff_t prs, ptrdiff_t pcs, const T* g,         \
                                 ptrdiff_t grs, ptrdiff_t gcs, T* s1, T* s2, ptrdiff_t srs,  \
                                 ptrdiff_t scs) {                                            \
-    if (pcs == 1 && gcs == 1 && scs == 1 &&                                                 \
-            (rows == 1 || (prs == cols && grs == cols && srs == cols)))                     \
+    if (PW_RULE_CONTIGUOUS)                                                                 \
         pw_rule_flat_##SUF(r, t, lr, (ptrdiff_t)rows * cols, p, g, s1, s2);                 \
     else                                                                                    \
         pw_rule_grid_##SUF(r, t, lr, p, rows, cols, prs, pcs, g, grs, gcs, s1, s2, srs,     \
@@ -191,8 +195,7 @@ static void pw_rule_apply_par_##SUF(const pw_rule* r, long long t, double lr, T*
     void* args[PW_MAX_THREADS];                                                             \
     int k, n = pw_clamp_threads(nthreads), tiles, tile;                                     \
     long long cap = (long long)rows * cols / PW_THREAD_GRAIN, span;                         \
-    if (pcs == 1 && gcs == 1 && scs == 1 &&                                                 \
-            (rows == 1 || (prs == cols && grs == cols && srs == cols))) {                   \
+    if (PW_RULE_CONTIGUOUS) {                                                               \
         cols = rows * cols;               /* contiguous: one row */                         \
         rows = 1;                                                                           \
     }                                                                                       \

@@ -19,7 +19,6 @@ import math
 import os
 import platform
 import time
-from numbers import Integral
 
 import numpy as np
 
@@ -28,7 +27,7 @@ from ..registry import (CLASSIFICATION_LOSSES, DEFAULT_SCHEDULES, SCHEDULES, dat
                         make_trainer, run_label)
 from . import paper as _paper
 from .settings import (CompareError, as_list, check, is_int, is_real, resolve_rules,
-                       unpack_dataset)
+                       seed_list_of, unpack_dataset)
 from .summary import summarize
 
 __all__ = ["compare", "CompareError", "crossing", "WARMUP_EPOCHS", "PAPER_LOSS_STRIDE"]
@@ -175,12 +174,7 @@ def compare(dataset, *, hidden=(20, 7, 5), loss=None, lr=0.01, target_loss=None,
                            f"{n_classes}. Use loss='cross_entropy' or 'am_softmax'.")
     hidden = check_widths(hidden, "hidden", "compare", error=CompareError)
     lrs = [float(v) for v in as_list(lr, "lr", is_real, "a float > 0 or a list of them")]
-    seed_what = "an int >= 1 (a number of seeds) or a list of ints >= 0"
-    if isinstance(seeds, Integral) and not isinstance(seeds, bool):
-        seed_list = list(range(check(seeds, "seeds", lambda v: v >= 1, seed_what)))
-    else:
-        seed_list = [int(v) for v in as_list(seeds, "seeds", lambda v: is_int(v, 0),
-                                              seed_what)]
+    seed_list = seed_list_of(seeds)
     schedules = as_list(optimizers, "optimizers", lambda v: v in SCHEDULES,
                          f"a list of schedules among {', '.join(SCHEDULES)}")
     rules = resolve_rules(update, update_params)
@@ -198,12 +192,7 @@ def compare(dataset, *, hidden=(20, 7, 5), loss=None, lr=0.01, target_loss=None,
     from .stats import MIN_REACH
     select_list = []
     if select_seeds is not None:
-        if isinstance(select_seeds, Integral) and not isinstance(select_seeds, bool):
-            n = check(select_seeds, "select_seeds", lambda v: v >= 1, seed_what)
-            select_list = list(range(max(seed_list) + 1, max(seed_list) + 1 + n))
-        else:
-            select_list = [int(v) for v in as_list(select_seeds, "select_seeds",
-                                                    lambda v: is_int(v, 0), seed_what)]
+        select_list = seed_list_of(select_seeds, "select_seeds", first=max(seed_list) + 1)
         both = sorted(set(select_list) & set(seed_list))
         if both:
             raise CompareError(f"The 'select_seeds' parameter of compare must not overlap "

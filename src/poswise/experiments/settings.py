@@ -48,6 +48,18 @@ def check(value, name, ok, what, allow_none=False):
     return value
 
 
+SEED_WHAT = "an int >= 1 (a number of seeds) or a list of ints >= 0"
+
+
+def seed_list_of(seeds, name="seeds", first=0):
+    """The seeds an experiment's ``seeds`` option names: a count ``n`` is
+    ``first .. first + n - 1``, a list is taken as given (:class:`CompareError` otherwise)."""
+    if isinstance(seeds, Integral) and not isinstance(seeds, bool):
+        n = check(seeds, name, lambda v: v >= 1, SEED_WHAT)
+        return list(range(first, first + n))
+    return [int(v) for v in as_list(seeds, name, lambda v: is_int(v, 0), SEED_WHAT)]
+
+
 def resolve_rules(update, update_params=None):
     """``[(name, rule), ...]`` for compare's ``update`` and ``update_params``.
 

@@ -15,11 +15,9 @@ warms up every arm once. A failure on one rank is raised on every rank once all 
 finished their share (no rank is left waiting in a collective); an interrupt
 (Ctrl-C, SIGTERM) stops a rank's remaining runs and the results say ``interrupted``.
 """
-from numbers import Integral
-
 from ..registry import DEFAULT_SCHEDULES, SCHEDULES, run_label
 from .running import _run_line, compare
-from .settings import CompareError, as_list, check, is_int, is_real, resolve_rules
+from .settings import CompareError, as_list, is_real, resolve_rules, seed_list_of
 from .summary import summarize
 
 __all__ = ["compare_spread", "grid_of"]
@@ -32,12 +30,7 @@ def grid_of(*, seeds=3, lr=0.01, optimizers=DEFAULT_SCHEDULES, update="sgd",
     schedule. Checks the grid's settings as :func:`compare` does (:class:`CompareError`).
     """
     lrs = [float(v) for v in as_list(lr, "lr", is_real, "a float > 0 or a list of them")]
-    seed_what = "an int >= 1 (a number of seeds) or a list of ints >= 0"
-    if isinstance(seeds, Integral) and not isinstance(seeds, bool):
-        seed_list = list(range(check(seeds, "seeds", lambda v: v >= 1, seed_what)))
-    else:
-        seed_list = [int(v) for v in as_list(seeds, "seeds", lambda v: is_int(v, 0),
-                                              seed_what)]
+    seed_list = seed_list_of(seeds)
     schedules = as_list(optimizers, "optimizers", lambda v: v in SCHEDULES,
                         f"a list of schedules among {', '.join(SCHEDULES)}")
     rules = resolve_rules(update, update_params)
