@@ -416,8 +416,11 @@ def page(steps, times):
           "infinitely slow in every median.",
           "* **Statistics.** Ratios are of medians over the report seeds. The 95 % "
           "interval is a percentile bootstrap of that ratio, resampling seeds with their "
-          "pairs (10000 resamples); the sign test (scipy `binomtest`, p = 1/2, ties "
-          "dropped) counts on how many seeds each schedule needed fewer epochs. A ratio "
+          "pairs (10000 resamples); a missed target counts as infinitely slow, and a "
+          "resample in which both medians are misses (no ratio) counts as 0 for the lower "
+          "end and as infinite for the upper end, so the interval is conservative; the "
+          "sign test (scipy `binomtest`, p = 1/2, ties dropped) counts on how many seeds "
+          "each schedule needed fewer epochs. A ratio "
           "above 1 means the second schedule (PWO) needed less. With 5 seeds or fewer "
           "(MNIST) the bootstrap interval can take only a few values and is too narrow "
           "or too wide by chance: read it with the sign test, which cannot reach p < "
@@ -436,8 +439,9 @@ def page(steps, times):
           "reported apart (`set-up s`); `ms/epoch` excludes it. The machine was shared "
           "with other jobs: times are indicative only.",
           "* **Stopping.** A run stops at the first epoch whose *training* loss is below "
-          "the target, or at its epoch budget. *Collapsed* counts runs that diverged "
-          "(non-finite loss) or were stopped for no improvement.",
+          "the target, or at its epoch budget, or " + stopping_rule(steps) + " "
+          "*Collapsed* counts the runs that diverged (non-finite loss) and the runs "
+          "stopped this way (*stalled*).",
           f"* **Reproduction tolerance.** {TOLERANCE[0].upper() + TOLERANCE[1:]}.", ""]
     rows = summary_rows(steps)
     if rows:
@@ -479,6 +483,29 @@ def page(steps, times):
           "paper's code does, LeCun-normal initialisation) is in the repository's "
           "history; its numbers are superseded here.", ""]
     return "\n".join(L)
+
+
+def stopping_rule(steps):
+    """The patience rules the steps ran with, in words (read from their settings)."""
+    words = {"flat": "whose last {k} + 1 training losses lie within a relative 1e-4 of "
+                     "each other (a collapsed run; a run still improving, however "
+                     "slowly, or climbing back after a spike is never cut)",
+             "no_improvement": "whose training loss has not improved on its best for {k} "
+                               "epochs"}
+    used, without = {}, []
+    for step, res in steps.items():
+        st = res["settings"]
+        if st.get("patience") is not None:
+            rule = st.get("stall") or "no_improvement"   # before --stall existed
+            used.setdefault((rule, st["patience"]), []).append(step)
+        else:
+            without.append(step)
+    if not used:
+        return "(no patience rule) never early."
+    parts = [words[rule].format(k=k) + f" (`{'`, `'.join(ss)}`)"
+             for (rule, k), ss in sorted(used.items())]
+    rest = f" Without this rule: `{'`, `'.join(without)}`." if without else ""
+    return "when stalled: a run " + "; or a run ".join(parts) + "." + rest
 
 
 def load_steps():

@@ -172,7 +172,8 @@ def test_compare_subprocess_default_out(tmp_path):
     (["compare", "--lr", "0.005:0.04:1"], "argument --lr"),
     (["compare", "--lr", "0.01,0.005:0.04:sqrt2"], "argument --lr"),     # 0.01 twice
     (["compare", "--min-reach", "1.5"], "argument --min-reach: expected a number in (0, 1]"),
-    (["compare", "--patience", "0"], "argument --patience: expected an integer >= 1"),
+    (["compare", "--patience", "0"],
+     "argument --patience: expected an integer >= 1 or 'none'"),
     (["compare", "--report-lrs", "some"], "argument --report-lrs: invalid choice"),
 ])
 def test_bad_arguments_in_process(args, message, capsys):

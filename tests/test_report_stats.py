@@ -51,6 +51,38 @@ def test_bootstrap_ratio_with_misses():
     assert none["ratio"] is None and none["low"] is None
 
 
+def test_bootstrap_interval_with_missed_references_by_hand():
+    # The reference b misses on 3 of 8 seeds: its median is finite, but many resamples'
+    # are not. Written out one resample at a time: a miss is infinitely slow, x / miss is
+    # 0, and miss / miss (no value) counts as 0 for the lower end, inf for the upper.
+    import statistics
+    a = [100, 120, None, 90, 110, 140, 95, 105]
+    b = [80, None, None, 70, 85, None, 60, 75]
+    n_boot, level = 3000, 0.95
+    got = stats.bootstrap_ratio(a, b, n_boot=n_boot, level=level, rng=5)
+    inf = math.inf
+    fa = [inf if v is None else v for v in a]
+    fb = [inf if v is None else v for v in b]
+    assert got["ratio"] == pytest.approx(statistics.median(fa) / statistics.median(fb))
+    idx = np.random.default_rng(5).integers(0, len(a), size=(n_boot, len(a)))
+    lows, highs = [], []
+    for row in idx:
+        ma = statistics.median([fa[i] for i in row])
+        mb = statistics.median([fb[i] for i in row])
+        if mb == inf and ma == inf:
+            lows.append(0.0)
+            highs.append(inf)
+        else:
+            v = 0.0 if mb == inf else ma / mb
+            lows.append(v)
+            highs.append(v)
+    alpha = (1 - level) / 2
+    # inverted_cdf: the smallest value whose empirical CDF reaches the level.
+    assert got["low"] == pytest.approx(sorted(lows)[math.ceil(alpha * n_boot) - 1])
+    assert got["high"] == pytest.approx(sorted(highs)[math.ceil((1 - alpha) * n_boot) - 1])
+    assert 0 <= got["low"] <= got["ratio"] <= got["high"]
+
+
 def test_sign_test_against_the_binomial_by_hand():
     a = [10, 20, 30, 40, 50, 60, 70, None, 5, 5]
     b = [11, 21, 31, 41, 51, 61, 69, 80, 5, 6]
@@ -193,16 +225,46 @@ def test_reach_rates_and_budgets(selected):
             assert bf["epoch"] == 10
 
 
-def test_patience_stops_stalled_runs_and_counts_them():
+@pytest.mark.parametrize("stall", ["no_improvement", "flat"])
+def test_patience_stops_stalled_runs_and_counts_them(stall):
     data = make_synthetic(n_samples=60, n_features=5, rng=0)
     res = compare(data, hidden=(4,), lr=[1e-9, 0.5], target_loss=0.3, max_epochs=400,
-                  seeds=2, patience=5, optimizers=("gd", "pwo"))
+                  seeds=2, patience=5, stall=stall, optimizers=("gd", "pwo"))
     slow = [r for r in res["runs"] if r["lr"] == 1e-9]
-    assert all(r["stopped_reason"] == "no_improvement" and r["epochs"] < 400
-               for r in slow)
+    # At lr 1e-9 the loss neither improves nor moves: both rules stop early.
+    assert all(r["stopped_reason"] == stall and r["epochs"] < 400 for r in slow)
     for e in res["summary"]["by_lr"]:
         rs = [r for r in res["runs"] if r["lr"] == e["lr"]
               and r["optimizer"] == e["optimizer"]]
-        assert e["n_stalled"] == sum(r["stopped_reason"] == "no_improvement" for r in rs)
+        assert e["n_stalled"] == sum(r["stopped_reason"] == stall for r in rs)
         assert e["n_collapsed"] == e["n_stalled"] + e["n_diverged"]
-    assert res["settings"]["patience"] == 5
+    assert res["settings"]["patience"] == 5 and res["settings"]["stall"] == stall
+
+
+def test_compare_stops_only_flat_runs_by_default():
+    """The default (DEFAULT_PATIENCE epochs of a flat loss) leaves every run that keeps
+    moving alone: its epochs are those of a run without any patience rule."""
+    from poswise.experiments import DEFAULT_PATIENCE
+    data = make_synthetic(n_samples=60, n_features=5, rng=0)
+    kw = dict(hidden=(4,), lr=[1e-9, 0.05], target_loss=0.3, seeds=2,
+              max_epochs=DEFAULT_PATIENCE + 300, optimizers=("gd", "pwo"))
+    res = compare(data, **kw)
+    free = compare(data, patience=None, **kw)
+    assert res["settings"]["patience"] == DEFAULT_PATIENCE
+    assert res["settings"]["stall"] == "flat" and free["settings"]["stall"] is None
+    for r, f in zip(res["runs"], free["runs"]):
+        assert (r["lr"], r["optimizer"], r["seed"]) == (f["lr"], f["optimizer"], f["seed"])
+        if r["lr"] == 1e-9:
+            assert r["stopped_reason"] == "flat" and f["stopped_reason"] == "max_epochs"
+            assert r["epochs"] == DEFAULT_PATIENCE < f["epochs"]   # k + 1 losses
+        else:
+            assert r["stopped_reason"] == f["stopped_reason"] != "flat"
+            assert r["epochs"] == f["epochs"]
+            assert r["epochs_to_target"] == f["epochs_to_target"]
+
+
+def test_compare_rejects_an_unknown_stall_rule():
+    from poswise.experiments import CompareError
+    data = make_synthetic(n_samples=20, n_features=3, rng=0)
+    with pytest.raises(CompareError, match="stall"):
+        compare(data, hidden=(2,), seeds=1, max_epochs=2, stall="plateau")

@@ -11,6 +11,7 @@ from pathlib import Path
 from ._common import (DEFAULT_OUT, EXIT_DATA, EXIT_USAGE, Fail, check_data_args,
                       check_loss, check_output_dir, dataset_key, dtype_of, eprint, load_data, out,
                       progress_mode, resolve, rule_overrides, write_json, write_text)
+from ..experiments.running import DEFAULT_PATIENCE
 from ..registry import dataset_label
 from .parser import PRESETS
 
@@ -73,8 +74,10 @@ def run_compare(args, key, preset, command, signals):
         from functools import partial
         from ..distributed import world
         from ..experiments.spread import compare_spread
-        compare = partial(compare_spread, world())
-        quiet = quiet or compare.args[0].Get_rank() != 0
+        runner = partial(compare_spread, world())
+        quiet = quiet or runner.args[0].Get_rank() != 0
+    else:
+        runner = compare
     n_seeds = st["seeds"] if isinstance(st["seeds"], int) else len(st["seeds"])
     eprint(f"Comparing {', '.join(args.optimizers)} with {', '.join(args.update)} on "
            f"{dataset_label(ds.name)} ({ds.n_train} train / {ds.n_test} validation "
@@ -85,7 +88,7 @@ def run_compare(args, key, preset, command, signals):
            f"{st['max_epochs']} epochs, {n_seeds} seed(s).", quiet=quiet)
     t0 = time.perf_counter()
     try:
-        results = compare(
+        results = runner(
             ds, hidden=st["hidden"], loss=st["loss"], lr=st["lr"],
             target_loss=st["target_loss"], max_epochs=st["max_epochs"], seeds=st["seeds"],
             dtype=dtype_of(args), init=args.init, batch_size=args.batch_size,
@@ -97,7 +100,8 @@ def run_compare(args, key, preset, command, signals):
             select_seeds=getattr(args, "select_seeds", None),
             report_lrs=getattr(args, "report_lrs", "all"),
             min_reach=getattr(args, "min_reach", None),
-            patience=getattr(args, "patience", None),
+            patience=getattr(args, "patience", DEFAULT_PATIENCE),
+            stall=getattr(args, "stall", "flat"),
             epoch_budgets=getattr(args, "epoch_budgets", None) or (),
             flop_budgets=getattr(args, "flop_budgets", None) or (),
             log=None if quiet else eprint)

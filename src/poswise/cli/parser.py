@@ -10,6 +10,8 @@ import math
 from ..datasets import DATASETS
 from ..plots import FORMATS
 from ..registry import CLASSIFICATION_LOSSES, DEFAULT_SCHEDULES, SCHEDULES, UPDATE_RULES
+from ..experiments.running import DEFAULT_PATIENCE
+from ..session import STALL_RULES
 from ._common import DEFAULT_OUT
 
 __all__ = ["build_parser", "PRESETS", "REPRODUCE", "RULE_FLAGS"]
@@ -138,6 +140,8 @@ INT_LIST = _type(lambda t: _list(t, lambda p: _int(p, 0)),
 FLOAT_LIST = _type(lambda t: _list(t, _float), "a comma-separated list of numbers > 0, "
                    "e.g. 1.0,0.5")
 TARGET = _type(_target, "a loss > 0 or 'none'")
+PATIENCE = _type(lambda t: None if t.lower() == "none" else _int(t),
+                 "an integer >= 1 or 'none'")
 SEEDS = _type(_seeds, "a number of seeds >= 1 (e.g. 3) or a comma-separated list of seeds "
                       ">= 0 (e.g. 0,1,2)")
 SEED = _type(lambda t: _int(t, 0), "an integer >= 0")
@@ -260,9 +264,14 @@ def _add_compare_options(p):
     p.add_argument("--min-reach", type=REACH, metavar="F",
                    help="the rule for best: fewest median epochs among the lrs where at "
                         "least this share of the seeds reach the target (default 0.9)")
-    p.add_argument("--patience", type=POS_INT, metavar="K",
-                   help="stop a run whose training loss has not improved for K epochs "
-                        "(reported as stalled)")
+    p.add_argument("--patience", type=PATIENCE, metavar="K|none", default=DEFAULT_PATIENCE,
+                   help="stop a run that has stalled for K epochs by the --stall rule "
+                        "(reported as stalled, counted as collapsed); 'none' trains every "
+                        f"run to the target or --max-epochs (default {DEFAULT_PATIENCE})")
+    p.add_argument("--stall", choices=STALL_RULES, default="flat",
+                   help="flat (default): the loss has stopped moving (a collapsed run; a "
+                        "run still improving, however slowly, is never cut); "
+                        "no_improvement: the loss has not improved on its best")
     p.add_argument("--epoch-budgets", type=INT_LIST, metavar="E1,E2,...",
                    help="also report the validation accuracy after these many epochs")
     p.add_argument("--flop-budgets", type=FLOAT_LIST, metavar="B1,B2,...",

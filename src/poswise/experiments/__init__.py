@@ -12,11 +12,12 @@
 The results are a plain, JSON-serialisable dict; :mod:`poswise.plots` draws them.
 """
 from .paper import paper_loss
-from .running import PAPER_LOSS_STRIDE, WARMUP_EPOCHS, CompareError, compare, crossing
+from .running import (DEFAULT_PATIENCE, PAPER_LOSS_STRIDE, WARMUP_EPOCHS, CompareError,
+                      compare, crossing)
 from .summary import MAX_CURVE_POINTS, arm_key, for_json, summarize
 from .table import format_table
 from . import stats
 
 __all__ = ["compare", "format_table", "summarize", "crossing", "paper_loss",
            "CompareError", "for_json", "arm_key", "MAX_CURVE_POINTS", "WARMUP_EPOCHS",
-           "PAPER_LOSS_STRIDE", "stats"]
+           "PAPER_LOSS_STRIDE", "DEFAULT_PATIENCE", "stats"]

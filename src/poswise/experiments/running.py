@@ -29,14 +29,21 @@ from . import paper as _paper
 from .settings import (CompareError, as_list, check, is_int, is_real, resolve_rules,
                        seed_list_of, unpack_dataset)
 from .summary import summarize
+from ..session import STALL_RULES
 
-__all__ = ["compare", "CompareError", "crossing", "WARMUP_EPOCHS", "PAPER_LOSS_STRIDE"]
+__all__ = ["compare", "CompareError", "crossing", "WARMUP_EPOCHS", "PAPER_LOSS_STRIDE",
+           "DEFAULT_PATIENCE"]
 
 #: Epochs of the untimed warm-up run of each arm.
 WARMUP_EPOCHS = 5
 #: After the lowest paper threshold is crossed, the paper's loss is computed every this
 #: many epochs (entries in between are None).
 PAPER_LOSS_STRIDE = 10
+#: compare's default ``patience``: with the default ``stall="flat"`` a run whose loss has
+#: not moved (relative ``tol`` 1e-4 of ``fit``) for this many epochs stops as collapsed.
+#: On cat, runs that reach the target never sat this long on a flat loss (5-seed grids of
+#: SGD, momentum and Adam), while a collapsed Adam run would train its whole budget.
+DEFAULT_PATIENCE = 200
 
 
 def _digest(net):
@@ -87,7 +94,8 @@ def compare(dataset, *, hidden=(20, 7, 5), loss=None, lr=0.01, target_loss=None,
             thresholds=(), paper_loss_thresholds=None, backend="cython",
             first_layer="auto", log=None, warmup=True, optimizers=DEFAULT_SCHEDULES,
             update="sgd", update_params=None, select_seeds=None, report_lrs="all",
-            min_reach=None, patience=None, epoch_budgets=(), flop_budgets=()):
+            min_reach=None, patience=DEFAULT_PATIENCE, stall="flat", epoch_budgets=(),
+            flop_budgets=()):
     """Train every schedule x update rule from identical initial weights; collect results.
 
     Parameters
@@ -141,9 +149,18 @@ def compare(dataset, *, hidden=(20, 7, 5), loss=None, lr=0.01, target_loss=None,
     min_reach : float in (0, 1], optional
         The share of seeds that must reach the target for an lr to be a candidate for
         "best" (default :data:`poswise.experiments.stats.MIN_REACH`).
-    patience : int, optional
-        Passed to ``fit``: stop a run whose monitored loss has not improved for this many
-        epochs (reported as stalled, ``stopped_reason == "no_improvement"``).
+    patience : int or None, default :data:`DEFAULT_PATIENCE`
+        Passed to ``fit`` with ``stall``: stop a run that has stalled for this many
+        epochs (reported as stalled and counted as collapsed; ``stopped_reason`` is the
+        ``stall`` rule's name). None trains every run to the target or ``max_epochs``.
+    stall : {"flat", "no_improvement"}, default "flat"
+        The patience rule of ``fit``. ``"flat"`` (the default) stops only a run whose
+        loss has stopped moving (the last ``patience + 1`` losses within ``fit``'s
+        ``tol``, relative): a collapsed run, which would otherwise spend its whole
+        budget. A run that is still improving, however slowly, or that recovers from a
+        spike is not cut, so epochs to target are those of an unbounded run.
+        ``"no_improvement"`` stops a run whose loss has not improved on its best for
+        ``patience`` epochs (it can cut a run that is climbing back from a spike).
     epoch_budgets, flop_budgets : sequence of float, default ()
         Report the validation accuracy after these many epochs, and after these many
         GD epochs' worth of multiply-adds (per schedule, :mod:`.stats`).
@@ -204,6 +221,7 @@ def compare(dataset, *, hidden=(20, 7, 5), loss=None, lr=0.01, target_loss=None,
     min_reach = float(check(MIN_REACH if min_reach is None else min_reach, "min_reach",
                             lambda v: is_real(v) and v <= 1, "a float in (0, 1]"))
     patience = check(patience, "patience", lambda v: is_int(v, 1), "an int >= 1", True)
+    check(stall, "stall", lambda v: v in STALL_RULES, f"one of {', '.join(STALL_RULES)}")
     epoch_budgets = [int(check(b, "epoch_budgets", lambda v: is_int(v, 0),
                                "a list of ints >= 0")) for b in (epoch_budgets or ())]
     flop_budgets = [float(check(b, "flop_budgets", is_real, "a list of floats > 0"))
@@ -244,7 +262,8 @@ def compare(dataset, *, hidden=(20, 7, 5), loss=None, lr=0.01, target_loss=None,
         batch_size=batch_size, activation=activation, threads=threads, backend=backend,
         first_layer=first_layer, thresholds=thresholds, select_seeds=select_list,
         report_lrs=report_lrs, min_reach=min_reach, patience=patience,
-        epoch_budgets=epoch_budgets, flop_budgets=flop_budgets,
+        stall=stall if patience is not None else None, epoch_budgets=epoch_budgets,
+        flop_budgets=flop_budgets,
         paper_loss_thresholds=paper_thresholds if record_paper else None,
         warmup=bool(warmup), optimizers=list(schedules),
         updates=[u for u, _ in rules], update_params={u: r.hyper() for u, r in rules},
@@ -260,7 +279,7 @@ def compare(dataset, *, hidden=(20, 7, 5), loss=None, lr=0.01, target_loss=None,
     several_rules = len(rules) > 1
     opts = dict(Xtr=Xtr, ytr=ytr, val=val, target_loss=target_loss, max_epochs=max_epochs,
                 progress=progress, thresholds=thresholds, record_paper=record_paper,
-                paper_thresholds=paper_thresholds, patience=patience)
+                paper_thresholds=paper_thresholds, patience=patience, stall=stall)
 
     def run_seeds(seeds_, lrs_, role, n_total):
         for seed in seeds_:
@@ -302,7 +321,8 @@ def compare(dataset, *, hidden=(20, 7, 5), loss=None, lr=0.01, target_loss=None,
 
 
 def _train_one(trainer, net0, *, label, tag, Xtr, ytr, val, target_loss, max_epochs,
-               progress, thresholds, record_paper, paper_thresholds, patience=None):
+               progress, thresholds, record_paper, paper_thresholds, patience=None,
+               stall="flat"):
     """Train a copy of ``net0`` with ``trainer``; return the run's record."""
     from ..progress import Progress
     net = net0.copy()
@@ -333,7 +353,7 @@ def _train_one(trainer, net0, *, label, tag, Xtr, ytr, val, target_loss, max_epo
     t0 = time.perf_counter()
     try:
         # patience is passed only when set, so fit's signature without it still works.
-        extra = {} if patience is None else {"patience": patience}
+        extra = {} if patience is None else {"patience": patience, "stall": stall}
         hist = trainer.fit(net, Xtr, ytr, epochs=max_epochs, target_loss=target_loss,
                            validation_data=val, callbacks=[measure] if record_paper else [],
                            progress=bar if bar is not None else False, **extra)

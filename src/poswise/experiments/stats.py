@@ -107,9 +107,12 @@ def bootstrap_ratio(a, b, *, n_boot=N_BOOT, level=CI_LEVEL, rng=0):
     """Ratio of medians ``median(a) / median(b)`` of paired samples, with a percentile
     bootstrap confidence interval (seeds resampled with replacement, pairs kept).
 
-    A missed target is ``None`` or ``inf`` (infinitely slow). A resample whose ``b``
-    median is infinite has no ratio; if more than ``(1 - level) / 2`` of the resamples
-    have none, the interval is ``None``.
+    A missed target is ``None`` or ``inf`` (infinitely slow). The point ratio is
+    undefined (None) when ``b``'s median is a miss. In a resample, a finite ``a`` median
+    over a missed ``b`` median counts as 0 (``a`` infinitely faster) and two missed
+    medians have no value: they count as 0 for the lower end of the interval and as
+    ``inf`` for the upper end, so the interval covers every value the misses could take
+    (it is conservative, and always given when the point ratio is).
 
     Parameters
     ----------
@@ -137,13 +140,14 @@ def bootstrap_ratio(a, b, *, n_boot=N_BOOT, level=CI_LEVEL, rng=0):
     out["ratio"] = None if math.isnan(point) else point
     gen = np.random.default_rng(rng)
     idx = gen.integers(0, a.size, size=(n_boot, a.size))
-    r = _ratio_of_medians(a[idx], b[idx])
-    alpha = (1.0 - level) / 2.0
-    if np.mean(np.isnan(r)) > alpha:
+    if out["ratio"] is None:
         return out
-    # nan (undefined) resamples sort as +inf: the upper end then is unbounded.
-    r = np.where(np.isnan(r), np.inf, r)
-    lo, hi = np.quantile(r, [alpha, 1.0 - alpha], method="inverted_cdf")
+    ma, mb = np.median(a[idx], axis=-1), np.median(b[idx], axis=-1)
+    r = _ratio_of_medians(a[idx], b[idx])
+    r = np.where(np.isinf(mb) & np.isfinite(ma), 0.0, r)        # x / miss: a faster
+    alpha = (1.0 - level) / 2.0
+    lo = np.quantile(np.where(np.isnan(r), 0.0, r), alpha, method="inverted_cdf")
+    hi = np.quantile(np.where(np.isnan(r), np.inf, r), 1.0 - alpha, method="inverted_cdf")
     out["low"], out["high"] = float(lo), float(hi)
     return out
 

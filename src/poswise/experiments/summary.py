@@ -8,6 +8,8 @@ import math
 
 import numpy as np
 
+from ..session import STALL_RULES
+
 __all__ = ["summarize", "arm_key", "arms_of", "reference_schedule", "for_json",
            "MAX_CURVE_POINTS"]
 
@@ -240,7 +242,7 @@ def _entry(rs, opt, upd, lr, has_target, work=None, n_train=None, settings=None)
          "n_runs": n,
          "n_reached": sum(r["epochs_to_target"] is not None for r in rs),
          "n_diverged": sum(r["stopped_reason"] == "diverged" for r in rs),
-         "n_stalled": sum(r["stopped_reason"] == "no_improvement" for r in rs),
+         "n_stalled": sum(r["stopped_reason"] in STALL_RULES for r in rs),
          "epochs_to_target": _median_to([r["epochs_to_target"] for r in rs]),
          "seconds_to_target": _median_to([r["seconds_to_target"] for r in rs])}
     e["reach_rate"] = e["n_reached"] / n
