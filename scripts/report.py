@@ -183,6 +183,12 @@ def entry(summ, opt, upd, lr):
 
 # --------------------------------------------------------------------------- sections
 
+def _median_missed(summ, schedule, update, lr):
+    """Whether the median report run of schedule + update at lr missed the target."""
+    return any(e["optimizer"] == schedule and e["update"] == update and e["lr"] == lr
+               and e["epochs_to_target"] is None for e in summ["by_lr"])
+
+
 def summary_rows(steps):
     """One row per ratio at each schedule's best lr, every step."""
     rows = []
@@ -198,8 +204,15 @@ def summary_rows(steps):
             w = r.get("paired") or {}
             n = w.get("n_seeds", 0)
             fe = (w.get("fewer_epochs") or {}).get(r["versus"], 0)
+            epochs = fmt(r["epochs"], ".2f")
+            arms = ((a, r["optimizer"], r["lr"]),
+                    (b, r["versus"], r.get("versus_lr", r["lr"])))
+            missed = [f"{name}'s" for name, o, v in arms
+                      if _median_missed(summ, o, r["update"], v)]
+            if r["epochs"] is None and missed:
+                epochs = f"none: {' and '.join(missed)} median run missed"
             rows.append([step, RULES.get(r["update"], r["update"]), f"{a} / {b}", lr,
-                         fmt(r["epochs"], ".2f"), ci_text(r), p_text(r), f"{fe}/{n}",
+                         epochs, ci_text(r), p_text(r), f"{fe}/{n}",
                          fmt(r.get("macs"), ".2f"), fmt(r.get("macs_per_epoch"), ".2f"),
                          fmt(r["seconds"], ".2f")])
     return rows
@@ -301,14 +314,19 @@ def _claim(step, s, r, kind):
     if r["epochs"] is None:
         verdict = f"no ratio ({a} or {b} missed the target on half the seeds or more)"
     elif lo is None:
-        verdict = (f"no interval: in more than 2.5 % of the bootstrap resamples the median "
-                   f"run of {b} misses the target, so the comparison is not settled")
+        verdict = "no interval (a result file written before intervals were always given)"
     elif lo > 1:
         verdict = f"{b} needs fewer epochs than {a}"
     elif hi < 1:
         verdict = f"{b} needs more epochs than {a}"
     else:
         verdict = f"no clear difference in epochs between {a} and {b}"
+        p = (r.get("sign_test") or {}).get("p_value")
+        fewer = (r.get("paired") or {}).get("fewer_epochs") or {}
+        na, nb = fewer.get(r["optimizer"], 0), fewer.get(r["versus"], 0)
+        if p is not None and p < 0.05 and na != nb:
+            verdict += (f" by the interval, though the sign test (p = {p:.2g}) finds "
+                        f"{b if nb > na else a} faster on most seeds")
     at = (f"each at its own best lr ({a} {lr_text(r['lr'])}, {b} "
           f"{lr_text(r['versus_lr'])})" if kind == "best_lr"
           else f"both at lr {lr_text(r['lr'])}")
@@ -390,8 +408,9 @@ def page(steps, times):
          "[`scripts/reproduce.sh`](../scripts/reproduce.sh) (one step per section; the "
          "command of each step is in its JSON file, `settings.command`). "
          f"Steps run for this edition: {', '.join(f'`{k}`' for k in steps)}"
-         + (f"; their measured wall time here: {total} s ({total / 60:.0f} min) on a "
-            "2-core machine shared with other work." if total else "."), ""]
+         + (f"; their wall times, step by step on the 2-core machine this page was made "
+            f"on, add up to {total} s ({total / 60:.0f} min; each step's in its section)."
+            if total else "."), ""]
     missing = [k for k in STEPS if k not in steps]
     if missing:
         L += ["**Not in this edition** (the step did not finish in the time available; "
@@ -436,8 +455,8 @@ def page(steps, times):
           "(`first_layer=dual`) does the same arithmetic far more cheaply, so wall times "
           "and MACs tell different stories there.",
           "* **Time.** Wall time of each fit with its set-up (the Gram matrix, buffers) "
-          "reported apart (`set-up s`); `ms/epoch` excludes it. The machine was shared "
-          "with other jobs: times are indicative only.",
+          "reported apart (`set-up s`); `ms/epoch` excludes it. Times are of one 2-core "
+          "machine and indicative only; multiply-adds and passes over X are exact counts.",
           "* **Stopping.** A run stops at the first epoch whose *training* loss is below "
           "the target, or at its epoch budget, or " + stopping_rule(steps) + " "
           "*Collapsed* counts the runs that diverged (non-finite loss) and the runs "

@@ -1,4 +1,5 @@
-"""An independent, deliberately naive implementation of ALGORITHM.md for the tests.
+"""An independent, deliberately naive implementation of the algorithm (GD and the
+position-wise schedule, as docs/design.md states them) for the tests.
 
 It shares no code with poswise: every step recomputes the full forward pass from scratch,
 keeps pre-activations, takes activation derivatives from them, and updates layer by layer
