@@ -21,6 +21,9 @@ FIRST_LAYER_MODES = ("auto", "primal", "dual", "direct")
 # X go forward and backward while in cache, so X is read once per epoch, not twice. Blocks
 # are a multiple of 16 rows (the kernels' register blocks: a ragged tail re-streams the
 # first-layer weights per row; 42-row CIFAR blocks were 1.3x slower than 48-row ones).
+# Not an L2-sized tile: each block also re-reads the first layer's weights and gradient
+# (2 n1 D values), so smaller blocks were slower on CIFAR-shaped data (0.75 MiB: 10-20 %;
+# benchmarks/fused_block.py, docs/performance.md).
 FUSED_BLOCK_BYTES = 3 << 19
 # Span steps with the direct first layer split their row-wise work over threads from this
 # many rows on (below it, thread start-up costs more than it saves).
