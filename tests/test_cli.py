@@ -17,6 +17,7 @@ import pytest
 matplotlib.use("Agg")
 
 from poswise.cli import main  # noqa: E402
+from poswise.experiments import DEFAULT_PATIENCE  # noqa: E402
 
 import poswise  # noqa: E402
 
@@ -77,6 +78,28 @@ def assert_no_traceback(stderr):
 
 
 # --------------------------------------------------------------------------- compare
+
+@pytest.mark.parametrize("flags, patience, stall", [
+    ([], DEFAULT_PATIENCE, "flat"),
+    (["--patience", "none"], None, None),
+    (["--patience", "7", "--stall", "no_improvement"], 7, "no_improvement"),
+])
+def test_compare_stopping_flags(tmp_path, flags, patience, stall):
+    # A learning rate at which nothing moves: the patience rule, when on, ends each run.
+    out = tmp_path / "out"
+    assert main(["compare", "--out", str(out), "--lr", "1e-12", "--seeds", "1",
+                 "--max-epochs", "300", "--quiet", *flags]) == 0
+    res = json.loads((out / "results.json").read_text())
+    assert res["settings"]["patience"] == patience and res["settings"]["stall"] == stall
+    for r in res["runs"]:
+        if patience is None or patience >= 300:
+            assert r["stopped_reason"] == "max_epochs" and r["epochs"] == 300
+        else:
+            assert r["stopped_reason"] == stall and r["epochs"] < 300
+    entries = res["summary"]["by_lr"]
+    assert all(e["n_stalled"] == (0 if patience is None or patience >= 300 else 1)
+               for e in entries)
+
 
 def test_compare_in_process(tmp_path, capsys):
     out = tmp_path / "out"
