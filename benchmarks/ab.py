@@ -123,6 +123,17 @@ print(json.dumps(out))
 """
 
 
+def portable(path, outside=None):
+    """A path as the record shows it: relative to the repository when inside it, else
+    ``outside`` or ``.../<its name>`` (the records are committed; one machine's paths
+    mean nothing elsewhere)."""
+    p = Path(path).resolve()
+    try:
+        return str(p.relative_to(ROOT))
+    except ValueError:
+        return outside or f".../{p.name}"
+
+
 def cpu_info():
     """Model, vector classes and cache sizes as the OS reports them."""
     info = {"machine": platform.machine(), "cores": os.cpu_count()}
@@ -219,10 +230,12 @@ def main(argv=None):
         record = {
             "cpu_class": cls, "cpu": info, "isa_requested": isa,
             "date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S"),
-            "builds": {k: {"src": str(v), "commit": (args.base_commit if k == "before" and
-                                                     args.base_commit else commit_of(v))}
+            "builds": {k: {"src": portable(v, "BASE_SRC"),
+                           "commit": (args.base_commit if k == "before" and args.base_commit
+                                      else commit_of(v))}
                        for k, v in builds.items()},
-            "command": "python benchmarks/ab.py " + " ".join(argv or sys.argv[1:]),
+            "command": "python benchmarks/ab.py " + " ".join(
+                portable(a) if os.path.isabs(a) else a for a in (argv or sys.argv[1:])),
             "load_before": os.getloadavg(), "rounds": args.rounds,
             "threads": args.threads or "library default (every core)",
             "measure": f"marginal {args.clock} time of an epoch through fit, (t(2k) - t(k)) "
