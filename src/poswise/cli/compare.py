@@ -11,7 +11,7 @@ from pathlib import Path
 from ._common import (DEFAULT_OUT, EXIT_DATA, EXIT_USAGE, Fail, check_data_args,
                       check_loss, check_output_dir, dataset_key, dtype_of, eprint, load_data, out,
                       progress_mode, resolve, rule_overrides, write_json, write_text)
-from ..experiments.running import DEFAULT_PATIENCE
+from ..experiments.running import DEFAULT_PATIENCE, DEFAULT_STALL
 from ..registry import dataset_label
 from .parser import PRESETS
 
@@ -101,7 +101,7 @@ def run_compare(args, key, preset, command, signals):
             report_lrs=getattr(args, "report_lrs", "all"),
             min_reach=getattr(args, "min_reach", None),
             patience=getattr(args, "patience", DEFAULT_PATIENCE),
-            stall=getattr(args, "stall", "flat"),
+            stall=getattr(args, "stall", DEFAULT_STALL),
             epoch_budgets=getattr(args, "epoch_budgets", None) or (),
             flop_budgets=getattr(args, "flop_budgets", None) or (),
             log=None if quiet else eprint)

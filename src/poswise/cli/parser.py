@@ -10,7 +10,7 @@ import math
 from ..datasets import DATASETS
 from ..plots import FORMATS
 from ..registry import CLASSIFICATION_LOSSES, DEFAULT_SCHEDULES, SCHEDULES, UPDATE_RULES
-from ..experiments.running import DEFAULT_PATIENCE
+from ..experiments.running import DEFAULT_PATIENCE, DEFAULT_STALL
 from ..session import STALL_RULES
 from ._common import DEFAULT_OUT
 
@@ -268,7 +268,7 @@ def _add_compare_options(p):
                    help="stop a run that has stalled for K epochs by the --stall rule "
                         "(reported as stalled, counted as collapsed); 'none' trains every "
                         f"run to the target or --max-epochs (default {DEFAULT_PATIENCE})")
-    p.add_argument("--stall", choices=STALL_RULES, default="flat",
+    p.add_argument("--stall", choices=STALL_RULES, default=DEFAULT_STALL,
                    help="flat (default): the loss has stopped moving (a collapsed run; a "
                         "run still improving, however slowly, is never cut); "
                         "no_improvement: the loss has not improved on its best")

@@ -32,7 +32,7 @@ from .summary import summarize
 from ..session import STALL_RULES
 
 __all__ = ["compare", "CompareError", "crossing", "WARMUP_EPOCHS", "PAPER_LOSS_STRIDE",
-           "DEFAULT_PATIENCE"]
+           "DEFAULT_PATIENCE", "DEFAULT_STALL"]
 
 #: Epochs of the untimed warm-up run of each arm.
 WARMUP_EPOCHS = 5
@@ -45,6 +45,8 @@ PAPER_LOSS_STRIDE = 10
 #: scripts/reproduce.sh (the 20-seed SGD step gave the same epochs to target with and
 #: without the rule), while a collapsed run would otherwise train its whole budget.
 DEFAULT_PATIENCE = 200
+#: compare's default ``stall`` rule (one of :data:`poswise.session.STALL_RULES`).
+DEFAULT_STALL = "flat"
 
 
 def _digest(net):
@@ -95,7 +97,8 @@ def compare(dataset, *, hidden=(20, 7, 5), loss=None, lr=0.01, target_loss=None,
             thresholds=(), paper_loss_thresholds=None, backend="cython",
             first_layer="auto", log=None, warmup=True, optimizers=DEFAULT_SCHEDULES,
             update="sgd", update_params=None, select_seeds=None, report_lrs="all",
-            min_reach=None, patience=DEFAULT_PATIENCE, stall="flat", epoch_budgets=(),
+            min_reach=None, patience=DEFAULT_PATIENCE, stall=DEFAULT_STALL,
+            epoch_budgets=(),
             flop_budgets=()):
     """Train every schedule x update rule from identical initial weights; collect results.
 
@@ -323,7 +326,7 @@ def compare(dataset, *, hidden=(20, 7, 5), loss=None, lr=0.01, target_loss=None,
 
 def _train_one(trainer, net0, *, label, tag, Xtr, ytr, val, target_loss, max_epochs,
                progress, thresholds, record_paper, paper_thresholds, patience=None,
-               stall="flat"):
+               stall=DEFAULT_STALL):
     """Train a copy of ``net0`` with ``trainer``; return the run's record."""
     from ..progress import Progress
     net = net0.copy()

@@ -95,11 +95,11 @@ def select_best(entries, min_reach=MIN_REACH):
 
 # --------------------------------------------------------------------------- statistics
 
-def _ratio_of_medians(a, b):
-    ma, mb = np.median(a, axis=-1), np.median(b, axis=-1)
+def _ratio_of_medians(ma, mb):
+    """ma / mb of medians; NaN where mb is a miss (inf): inf / inf has no value, and the
+    point ratio x / inf is "undefined" too."""
     with np.errstate(divide="ignore", invalid="ignore"):
         r = ma / mb
-    # inf / inf (both medians missed) has no value; x / inf is not 0 but "undefined" too.
     return np.where(np.isinf(mb), np.nan, r)
 
 
@@ -136,14 +136,13 @@ def bootstrap_ratio(a, b, *, n_boot=N_BOOT, level=CI_LEVEL, rng=0):
            "n_boot": int(n_boot), "level": float(level)}
     if a.size == 0:
         return out
-    point = float(_ratio_of_medians(a, b))
-    out["ratio"] = None if math.isnan(point) else point
-    gen = np.random.default_rng(rng)
-    idx = gen.integers(0, a.size, size=(n_boot, a.size))
-    if out["ratio"] is None:
+    point = float(_ratio_of_medians(np.median(a), np.median(b)))
+    if math.isnan(point):
         return out
+    out["ratio"] = point
+    idx = np.random.default_rng(rng).integers(0, a.size, size=(n_boot, a.size))
     ma, mb = np.median(a[idx], axis=-1), np.median(b[idx], axis=-1)
-    r = _ratio_of_medians(a[idx], b[idx])
+    r = _ratio_of_medians(ma, mb)
     r = np.where(np.isinf(mb) & np.isfinite(ma), 0.0, r)        # x / miss: a faster
     alpha = (1.0 - level) / 2.0
     lo = np.quantile(np.where(np.isnan(r), 0.0, r), alpha, method="inverted_cdf")
