@@ -114,6 +114,12 @@ for sched, cls in (("gd", GradientDescent), ("pwo", PositionWise)):
     out["threads"][sched] = getattr(hist, "threads", None)
 out["floor_s"] = float(np.median(out["floor_s"])) if out["floor_s"] else None
 try:
+    from threadpoolctl import threadpool_info
+    out["blas_arch"] = sorted({i.get("architecture") for i in threadpool_info()
+                               if i.get("user_api") == "blas" and i.get("architecture")})
+except ImportError:
+    out["blas_arch"] = None
+try:
     import ctypes
     from poswise._kernels import _core
     out["isa"] = ctypes.CDLL(_core.__file__).pw_active_isa()
@@ -183,7 +189,14 @@ def commit_of(src):
     return "unknown (not a git checkout)"
 
 
-def run_child(src, case, dtype, isa, threads, clock="wall", peers=False):
+# Environment that caps the peers (numpy's OpenBLAS, the floor; PyTorch's MKL and ATen
+# kernels) at a CPU class, so that an AVX2 machine is emulated on an AVX-512 one for them
+# too (``--peers-isa avx2``), not only for poswise (POSWISE_ISA).
+PEER_ISA_ENV = {"avx2": {"OPENBLAS_CORETYPE": "Haswell", "MKL_ENABLE_INSTRUCTIONS": "AVX2",
+                         "ATEN_CPU_CAPABILITY": "avx2"}}
+
+
+def run_child(src, case, dtype, isa, threads, clock="wall", peers=False, peers_isa=None):
     shape, k, reps = CASES[case]
     code = (f"BENCH = {str(HERE)!r}; SHAPE = {shape!r}; DTYPE = {dtype!r}; K = {k}; "
             f"REPS = {reps}; THREADS = {threads!r}; CLOCK = {clock!r}; "
@@ -192,6 +205,7 @@ def run_child(src, case, dtype, isa, threads, clock="wall", peers=False):
     env.pop("POSWISE_BENCH_SMOKE", None)
     if isa != "auto":
         env["POSWISE_ISA"] = isa
+    env.update(PEER_ISA_ENV.get(peers_isa, {}))
     res = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
                          text=True, timeout=3600)
     if res.returncode != 0:
@@ -220,12 +234,16 @@ def main(argv=None):
     ap.add_argument("--torch", action="store_true",
                     help="also time PyTorch CPU (same data and network, autograd) in the "
                          "children of the build after, alternating with poswise")
+    ap.add_argument("--peers-isa", choices=sorted(PEER_ISA_ENV),
+                    help="cap the floor's BLAS (OpenBLAS) and PyTorch at this class too: "
+                         "emulates a machine of that class for the peers (default: they "
+                         "use the best this CPU has)")
     ap.add_argument("-o", "--output", help="output JSON (one class only)")
     args = ap.parse_args(argv)
     info = cpu_info()
     for isa in args.isa.split(","):
         base = args.base_avx2 if isa == "avx2" and args.base_avx2 else args.base
-        cls = cpu_class(info, isa)
+        cls = cpu_class(info, isa) + (f"-peers-{args.peers_isa}" if args.peers_isa else "")
         builds = {"before": Path(base).resolve(), "after": Path(args.new).resolve()}
         record = {
             "cpu_class": cls, "cpu": info, "isa_requested": isa,
@@ -237,6 +255,7 @@ def main(argv=None):
             "command": "python benchmarks/ab.py " + " ".join(
                 portable(a) if os.path.isabs(a) else a for a in (argv or sys.argv[1:])),
             "load_before": os.getloadavg(), "rounds": args.rounds,
+            "peers_isa": args.peers_isa, "peers_env": PEER_ISA_ENV.get(args.peers_isa, {}),
             "threads": args.threads or "library default (every core)",
             "measure": f"marginal {args.clock} time of an epoch through fit, (t(2k) - t(k)) "
                        f"/ k; floor: numpy's two products with X; torch: PyTorch CPU's "
@@ -250,7 +269,8 @@ def main(argv=None):
                     for build in order:
                         t0 = time.perf_counter()
                         out = run_child(builds[build], case, dtype, isa, args.threads,
-                                        args.clock, args.torch and build == "after")
+                                        args.clock, args.torch and build == "after",
+                                        args.peers_isa)
                         out.update(build=build, round=rnd, case=case, dtype=dtype,
                                    wall_s=time.perf_counter() - t0)
                         record["runs"].append(out)

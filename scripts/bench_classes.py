@@ -158,7 +158,10 @@ def section_classes(paths, main_cpu=None):
              "on the tiny shape ≤ 5 µs (GD) and ≤ 8 µs (PWO) per epoch. A class named "
              "`…-avx2` on an AVX-512 CPU is the AVX2 path forced with `POSWISE_ISA=avx2` "
              "(a build before that predates that switch is given as a copy whose CPU "
-             "check reports no AVX-512, `--base-avx2`)."
+             "check reports no AVX-512, `--base-avx2`); there the peers still run their "
+             "AVX-512 kernels, unless the class is named `…-avx2-peers-avx2` "
+             "(`--peers-isa avx2`: numpy's OpenBLAS and PyTorch capped at AVX2 too, as on "
+             "an AVX2 machine)."
              + (f" The tables of the other sections are of the main run's class: {main_cpu}."
                 if main_cpu else ""), ""]
     for cls in sorted(newest):
@@ -175,7 +178,8 @@ def section_classes(paths, main_cpu=None):
                   f"CPU: {cpu.get('model', '?')}, {cpu.get('cores', '?')} logical cores, "
                   f"vector extensions {', '.join(cpu.get('vector', [])) or 'none'}, "
                   f"L1d {cpu.get('l1d') or '?'} B, L2 {cpu.get('l2') or '?'} B; direct "
-                  f"kernels ran on: {ran or '?'}. {rec['date']} UTC, {rec.get('rounds_done', rec['rounds'])} "
+                  f"kernels ran on: {ran or '?'}{_peers(rec)}. {rec['date']} UTC, "
+                  f"{rec.get('rounds_done', rec['rounds'])} "
                   f"rounds, clock: {_clock(rec)}, "
                   f"threads: {rec.get('threads', 'library default')}; before `{b}`, "
                   f"after `{a}`; load average "
@@ -189,6 +193,16 @@ def section_classes(paths, main_cpu=None):
         if cls in kernels:
             lines += _kernel_table(*kernels[cls])
     return lines
+
+
+def _peers(rec):
+    """How the peers were capped (``ab.py --peers-isa``), and the BLAS kernels they ran."""
+    arch = sorted({a for r in rec["runs"] for a in (r.get("blas_arch") or [])})
+    if not rec.get("peers_isa"):
+        return f"; the floor's OpenBLAS kernels: {', '.join(arch)}" if arch else ""
+    env = ", ".join(f"{k}={v}" for k, v in sorted(rec.get("peers_env", {}).items()))
+    return (f"; the peers capped at {rec['peers_isa'].upper()} too ({env}), as on a machine "
+            f"of that class: the floor's OpenBLAS kernels: {', '.join(arch) or '?'}")
 
 
 def _clock(rec):

@@ -70,3 +70,39 @@ def test_bench_report_from_smoke_run(tmp_path):
                    "tiny float64: GD epoch ≤ 10 µs", "BLAS floor", "poswise GD",
                    "threadpool_info", "bench_report.py"):
         assert needle in text, needle
+
+
+def _class_record(peers_isa=None):
+    """A minimal ``benchmarks/ab.py`` record: one case, both builds, two schedules."""
+    env = {"OPENBLAS_CORETYPE": "Haswell"} if peers_isa else {}
+    arch = ["Haswell"] if peers_isa else ["SkylakeX"]
+    runs = [{"build": b, "case": "mnist", "dtype": "float64", "isa": 1, "blas_arch": arch,
+             "epoch_s": {"gd": 0.1, "pwo": 0.2}, "ratio": {"gd": 0.5, "pwo": 0.9},
+             "torch_ratio": {}} for b in ("before", "after")]
+    return {"cpu_class": "some-cpu-avx2" + (f"-peers-{peers_isa}" if peers_isa else ""),
+            "cpu": {"model": "Some CPU", "cores": 2, "vector": ["avx2", "fma"]},
+            "date": "2026-01-01 00:00:00", "rounds": 1, "clock": "cpu", "threads": 1,
+            "builds": {"before": {"commit": "aaa"}, "after": {"commit": "bbb"}},
+            "command": "python benchmarks/ab.py", "load_before": [0.1] * 3,
+            "load_after": [0.1] * 3, "peers_isa": peers_isa, "peers_env": env, "runs": runs}
+
+
+def test_bench_classes_names_how_the_peers_ran(tmp_path):
+    sys.path.insert(0, str(ROOT / "scripts"))
+    try:
+        import bench_classes
+    finally:
+        sys.path.remove(str(ROOT / "scripts"))
+    paths = []
+    for peers in (None, "avx2"):
+        path = tmp_path / f"{peers}.json"
+        path.write_text(json.dumps(_class_record(peers)))
+        paths.append(str(path))
+    text = "\n".join(bench_classes.section_classes(paths))
+    intro, rest = text.split("### some-cpu-avx2\n")
+    plain, capped = rest.split("### some-cpu-avx2-peers-avx2")
+    assert "the floor's OpenBLAS kernels: SkylakeX" in plain and "capped" not in plain
+    assert "peers capped at AVX2 too (OPENBLAS_CORETYPE=Haswell)" in capped
+    assert "OpenBLAS kernels: Haswell" in capped
+    # GD 0.5 x floor meets 0.6, PWO 0.9 x floor misses 0.75, in both tables
+    assert text.count("| met |") == 2 and text.count("**not met**") == 2
