@@ -144,6 +144,47 @@ def test_row_threaded_pwo_any_thread_count(kstats, threads):
     assert _max_rel(net, ref) <= BOUND
 
 
+@requires_direct
+@pytest.mark.parametrize("threads", [1, 3])
+@pytest.mark.parametrize("block", [16, 112, None])
+def test_row_wise_span_steps_any_block(monkeypatch, kstats, block, threads):
+    # row-wise span steps go block by block over each thread's rows; against the
+    # whole-array span steps (no row-wise passes), only the association of the gradients'
+    # sums over the rows changes: the same bound as thread counts
+    N, D = 1000, 24
+    X, y = make_problem(N, D, 3, "cross_entropy", np.random.default_rng(3))
+    sizes = (D, 20, 7, 5, 3)
+    monkeypatch.setattr(plan, "SPAN_THREAD_MIN_ROWS", 10 ** 9)
+    ref, _ = _train(poswise.PositionWise, sizes, X, y, 1, first_layer="direct")
+    monkeypatch.setattr(plan, "SPAN_THREAD_MIN_ROWS", 1)
+    monkeypatch.setattr(plan, "SPAN_BLOCK_ROWS", block)
+    kstats.reset()
+    net, hist = _train(poswise.PositionWise, sizes, X, y, threads, first_layer="direct")
+    assert kstats.widest == (threads if threads > 1 else 0)
+    assert _max_rel(net, ref) <= BOUND
+    assert np.all(np.isfinite(hist.loss))
+
+
+def test_span_block_from_the_level_2_cache():
+    # the engine's rows per block: as given, or as many rows as fit the level-2 cache the
+    # CPU reports with their activations and errors (2 values per unit of each layer
+    # after the first), at least 256
+    lib = ctypes.CDLL(_core.__file__)
+    lib.pw_cache_size.restype = ctypes.c_long
+    l2 = lib.pw_cache_size(2)
+    for dt, sizes in ((np.float64, (24, 20, 7, 5, 3)), (np.float32, (24, 300, 200, 3)),
+                      (np.float64, (24, 4000, 3))):
+        net = poswise.MLP(sizes, rng=0, dtype=dt)
+        ws = [np.ascontiguousarray(w) for w in net.weights]
+        bs = [np.ascontiguousarray(b) for b in net.biases]
+        args = (ws, bs, "cross_entropy", "tanh", 0.0, 30.0, 0.0, 100)
+        assert _core.Engine(*args).span_block == 0
+        assert _core.Engine(*args, row_threads=True, span_block=48).span_block == 48
+        row_bytes = 2 * sum(sizes[1:]) * np.dtype(dt).itemsize
+        assert _core.Engine(*args, row_threads=True).span_block == max(
+            256, l2 // row_bytes // 16 * 16)
+
+
 # ------------------------------------------------------------------ direct, mini-batch
 
 @requires_direct

@@ -3,9 +3,10 @@
 A :class:`Plan` says which engine runs (the Cython kernels or the numpy twin), how the
 first layer is held (``primal`` BLAS on ``W[0]``, ``dual`` through the Gram matrix,
 ``direct`` hand-written kernels on a transposed copy), whether full-batch epochs are fused
-(one pass over X per GD epoch) or row-threaded (each span step's row-wise work split over
-threads), how many threads the kernels use, and whether BLAS is held to one thread during
-the epochs. The trainers, the command line and the benchmarks read it; the engine refuses
+(one pass over X per GD epoch) or row-wise (``row_threads``: each span step's passes over
+the activations go block by block, ``span_block`` rows at a time, split over the threads),
+how many threads the kernels use, and whether BLAS is held to one thread during the
+epochs. The trainers, the command line and the benchmarks read it; the engine refuses
 a combination that contradicts it instead of silently running another schedule.
 """
 import os
@@ -25,9 +26,13 @@ FIRST_LAYER_MODES = ("auto", "primal", "dual", "direct")
 # (2 n1 D values), so smaller blocks were slower on CIFAR-shaped data (0.75 MiB: 10-20 %;
 # benchmarks/fused_block.py, docs/performance.md).
 FUSED_BLOCK_BYTES = 3 << 19
-# Span steps with the direct first layer split their row-wise work over threads from this
-# many rows on (below it, thread start-up costs more than it saves).
+# Span steps with the direct first layer run row-wise from this many rows on: their passes
+# over the activations go block by block (cache-sized blocks of rows, the engine's
+# ``span_block``), split over the threads when there are several.
 SPAN_THREAD_MIN_ROWS = 4096
+# Rows per block of those passes; None: as many as fit the level-2 cache the CPU reports
+# with their activations and errors (the engine's ``span_block``).
+SPAN_BLOCK_ROWS = None
 
 
 def kernel_limits():
@@ -54,6 +59,7 @@ class Plan:
     row_threads: bool = False
     minibatch: bool = False
     blas_single: bool = False
+    span_block: int = 0
 
     def as_dict(self):
         return asdict(self)
@@ -128,16 +134,17 @@ def make_plan(trainer, sizes, n_samples, n_features, epochs, rule, *, itemsize=8
     fused = 0
     if plain and not distributed and list(trainer.spans(len(sizes) - 1)) == [0]:
         fused = max(16, FUSED_BLOCK_BYTES // (D * itemsize) // 16 * 16)
-    row_threads = plain and not fused and N >= SPAN_THREAD_MIN_ROWS and threads > 1
+    row_threads = plain and not fused and N >= SPAN_THREAD_MIN_ROWS
     blas_single = requested == "direct" or (requested == "dual" and trainer.threads is None)
+    span_block = int(SPAN_BLOCK_ROWS or 0) if row_threads else 0
     return Plan(trainer.backend, requested, int(threads), int(fused), bool(row_threads),
-                not full_batch, bool(blas_single))
+                not full_batch, bool(blas_single), span_block)
 
 
 def _new_engine(backend, *args, **kwargs):
     if backend == "numpy":
         from ._numpy_backend import NumpyEngine
-        for key in ("direct", "nthreads", "fused_block", "row_threads"):
+        for key in ("direct", "nthreads", "fused_block", "row_threads", "span_block"):
             kwargs.pop(key, None)
         return NumpyEngine(*args, **kwargs)
     from ._kernels._core import Engine
@@ -198,7 +205,7 @@ def build_engines(plan, trainer, net, ws, bs, X, y, val, rule, state, dual_state
             np.copyto(ws[0], direct[:, :n1].T)
     eng = _new_engine(plan.backend, ws, bs, *eng_args, N, direct=direct,
                       nthreads=plan.threads, fused_block=plan.fused_block,
-                      row_threads=plan.row_threads, **common)
+                      row_threads=plan.row_threads, span_block=plan.span_block, **common)
     eng.set_data(X, y, sample_weight=sample_weight)
     veng = None
     if val is not None:
