@@ -30,11 +30,18 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
-from ab import commit_of, cpu_class, cpu_info  # noqa: E402
+from ab import commit_of, cpu_class, cpu_info, portable  # noqa: E402
 
 CASES = [("prod", 60000, 784, 20, "d", 1, 5), ("prod", 60000, 784, 20, "s", 1, 5),
          ("prod", 20000, 3072, 20, "d", 1, 3), ("prod", 20000, 3072, 20, "s", 1, 3),
          ("pool", 2, 2000), ("pool", 8, 300)]
+
+
+def _header_commit(header_dir):
+    """The commit of the checkout holding the header, or a placeholder (a path outside
+    the repository means nothing in a committed record)."""
+    commit = commit_of(header_dir)
+    return portable(header_dir, "BASE_HEADER") if commit.startswith("unknown") else commit
 
 
 def build(header_dir, out):
@@ -73,8 +80,10 @@ def main(argv=None):
             env["POSWISE_ISA"] = isa
         rec = {"cpu_class": cpu_class(info, isa), "cpu": info, "kind": "kernels",
                "date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S"),
-               "before": args.base_commit or str(base_dir), "after": commit_of(ROOT),
-               "command": "python benchmarks/kernel_ab.py " + " ".join(argv or sys.argv[1:]),
+               "before": args.base_commit or _header_commit(base_dir), "after": commit_of(ROOT),
+               "command": "python benchmarks/kernel_ab.py " + " ".join(
+                   portable(a, "BASE_HEADER") if os.path.isabs(a) else a
+                   for a in (argv or sys.argv[1:])),
                "load_before": os.getloadavg(), "runs": [], "summary": [],
                "clock": "products: thread CPU time; dispatch: wall time"}
         for case in CASES:
