@@ -491,10 +491,11 @@ PW_INLINE void NAME##_bwdt(const T* x, int D, const T* d, int n1, T* G, int k0, 
 #define PW_KC_DIV 1
 #endif
 /* The forward kernel's prefetch distance in elements of each row of X (0: none), per
- * class. AVX2 (2-3 rows per register block): 32 took the MNIST-shaped forward product
- * from 72-77 ms to 67-68 ms in float64 and 34-35 to 31-32 ms in float32 (one thread, AMD
- * Zen 4 with POSWISE_ISA=avx2; 64-256 no better). AVX-512 (8 rows per block, the
- * hardware prefetchers keep up): no change within noise, so none. */
+ * class. AVX2 (2-3 rows per register block), MNIST-shaped forward product, one thread,
+ * AMD Zen 4 with POSWISE_ISA=avx2: a sweep of 0/32/64/128/256 (2 runs each) favoured 32;
+ * kernel_ab.py, 5 alternating rounds, then gave float32 0.92x and float64 1.03x the time
+ * without it, the float64 figure within that run's noise (unchanged rows read
+ * 0.96-1.16x). AVX-512 (8 rows per block): no change in the sweep, so none. */
 #ifndef PW_FPF512
 #define PW_FPF512 0
 #endif
