@@ -168,7 +168,7 @@ def test_row_wise_span_steps_any_block(monkeypatch, kstats, block, threads):
 def test_span_block_from_the_level_2_cache():
     # the engine's rows per block: as given, or as many rows as fit the level-2 cache the
     # CPU reports with their activations and errors (2 values per unit of each layer
-    # after the first), at least 256
+    # after the first), at least SPAN_BLOCK_MIN
     lib = ctypes.CDLL(_core.__file__)
     lib.pw_cache_size.restype = ctypes.c_long
     l2 = lib.pw_cache_size(2)
@@ -182,7 +182,7 @@ def test_span_block_from_the_level_2_cache():
         assert _core.Engine(*args, row_threads=True, span_block=48).span_block == 48
         row_bytes = 2 * sum(sizes[1:]) * np.dtype(dt).itemsize
         assert _core.Engine(*args, row_threads=True).span_block == max(
-            256, l2 // row_bytes // 16 * 16)
+            _core.SPAN_BLOCK_MIN, l2 // row_bytes // 16 * 16)
 
 
 # ------------------------------------------------------------------ direct, mini-batch
