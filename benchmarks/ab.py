@@ -79,7 +79,7 @@ def torch_epoch(runner, epochs):
     return (clock() - t0) / epochs
 
 from contextlib import nullcontext
-from threadpoolctl import threadpool_limits
+from threadpoolctl import threadpool_info, threadpool_limits
 limit = (lambda: threadpool_limits(THREADS)) if THREADS else nullcontext
 
 for sched, cls in (("gd", GradientDescent), ("pwo", PositionWise)):
@@ -113,12 +113,8 @@ for sched, cls in (("gd", GradientDescent), ("pwo", PositionWise)):
     out["first_layer"][sched] = hist.first_layer
     out["threads"][sched] = getattr(hist, "threads", None)
 out["floor_s"] = float(np.median(out["floor_s"])) if out["floor_s"] else None
-try:
-    from threadpoolctl import threadpool_info
-    out["blas_arch"] = sorted({i.get("architecture") for i in threadpool_info()
-                               if i.get("user_api") == "blas" and i.get("architecture")})
-except ImportError:
-    out["blas_arch"] = None
+out["blas_arch"] = sorted({i.get("architecture") for i in threadpool_info()
+                           if i.get("user_api") == "blas" and i.get("architecture")})
 try:
     import ctypes
     from poswise._kernels import _core

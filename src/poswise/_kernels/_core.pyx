@@ -185,7 +185,7 @@ cdef struct Net:
     void* jobs       # FusedJob[njobs]
     int nspan        # threads of a row-wise span step (0: whole-array span steps)
     void* spans_jobs # SpanJob[nspan], or NULL
-    int SB           # rows per block of a row-wise span step's pass
+    int SB           # rows per block of a row-wise span step's pass (> 0 with spans_jobs)
     # update rule and schedule
     pw_rule rule
     bint plain       # plain SGD: the fused fast path (update folded into the gradient GEMM)
@@ -907,7 +907,7 @@ cdef void _span_backward_rows(SpanJob* job, floating tag) noexcept nogil:
     the blocks."""
     cdef Net* v = &job.v
     cdef int l, nin, nout, rows, b0 = job.lo, b1
-    cdef int SB = job.net.SB if job.net.SB > 0 else job.hi - job.lo
+    cdef int SB = job.net.SB
     cdef bint acc
     cdef Py_ssize_t i, j
     cdef floating* Dl
@@ -953,7 +953,7 @@ cdef void _span_backward_rows(SpanJob* job, floating tag) noexcept nogil:
 cdef void _span_forward_rows(SpanJob* job, floating tag) noexcept nogil:
     """Forward from ``first`` for this job's rows, block by block; its share of the loss."""
     cdef int b0 = job.lo, b1
-    cdef int SB = job.net.SB if job.net.SB > 0 else job.hi - job.lo
+    cdef int SB = job.net.SB
     job.loss = 0.0
     while b0 < job.hi:
         b1 = job.hi if job.hi - b0 <= SB else b0 + SB
