@@ -76,6 +76,9 @@ cdef extern from "_direct.h" nogil:
     ctypedef void (*pw_fn)(void*) noexcept nogil
     void pw_parallel(pw_fn fn, void** args, int n)
 
+cdef extern from "_vexp.h" nogil:
+    void pw_vexp(double* x, Py_ssize_t n)
+
 cdef extern from "_rules.h" nogil:
     ctypedef struct pw_rule:
         int code
@@ -133,6 +136,9 @@ cdef double NORM_EPS = 1e-12
 # Fewest rows per block of a row-wise span step's passes (wide layers: smaller blocks
 # would pay the per-call costs of their products more than the cache saves).
 cdef int SPAN_BLOCK_MIN_ROWS = 256
+# Exps of the softmax per vectorised call (a block of rows, or a chunk of a wide row).
+cdef enum:
+    SOFTMAX_CHUNK = 512
 
 
 cdef struct Net:
@@ -277,17 +283,78 @@ cdef void _mul_act_deriv(floating* D, const floating* A, Py_ssize_t count, int a
             D[i] = D[i] * (a * (1 - a))
 
 
+cdef inline double _softmax_args(const floating* row, Py_ssize_t yk, double s, double m,
+                                 Py_ssize_t k0, Py_ssize_t k1, double* buf, bint find_max,
+                                 double mx) noexcept nogil:
+    """The logits s (row[k] - m [k = yk]) of k0 <= k < k1: with ``find_max``, their maximum
+    (and, if ``buf`` is not NULL, buf[k - k0] := logit - maximum); otherwise
+    buf[k - k0] := logit - mx. The arguments of the softmax's exps."""
+    cdef Py_ssize_t k
+    cdef double z
+    if find_max:
+        mx = -1e300
+        for k in range(k0, k1):
+            z = s * (row[k] - (m if k == yk else 0.0))
+            if buf != NULL:
+                buf[k - k0] = z
+            if z > mx:
+                mx = z
+        if buf != NULL:
+            for k in range(k1 - k0):
+                buf[k] = buf[k] - mx
+        return mx
+    for k in range(k0, k1):
+        buf[k - k0] = s * (row[k] - (m if k == yk else 0.0)) - mx
+    return mx
+
+
+cdef inline double _softmax_loss(Net* net, const floating* row, Py_ssize_t i, double s,
+                                 double m, double mx, double ssum) noexcept nogil:
+    """Row i's cross-entropy (times its sample weight), from the maximum logit and the sum
+    of the exps."""
+    cdef double e = mx + log(ssum) - s * (row[net.yi[i]] - m)
+    return e if net.sw == NULL else net.sw[i] * e
+
+
+cdef inline void _softmax_delta(Net* net, floating* drow, Py_ssize_t i, double s,
+                                double ssum, const double* e, Py_ssize_t k0, Py_ssize_t k1,
+                                double invN) noexcept nogil:
+    """drow[k] := s (softmax_k - [k = y]) w / N for k0 <= k < k1, from the exps e[k - k0]
+    (w: row i's sample weight, 1 without)."""
+    cdef Py_ssize_t k, yk = net.yi[i]
+    cdef double f = invN if net.sw == NULL else net.sw[i] * invN
+    for k in range(k0, k1):
+        drow[k] = <floating>(s * (e[k - k0] / ssum) * f)
+    if k0 <= yk < k1:
+        drow[yk] = <floating>(s * (e[yk - k0] / ssum - 1.0) * f)
+
+
+cdef inline double _softmax_row(Net* net, const floating* row, floating* drow, Py_ssize_t i,
+                                double s, double m, double mx, const double* e,
+                                Py_ssize_t k0, Py_ssize_t k1, double invN) noexcept nogil:
+    """Row i's loss from its exps e (all K of them) and, if ``drow`` is not NULL, its
+    errors."""
+    cdef Py_ssize_t k
+    cdef double ssum = 0.0
+    for k in range(k1 - k0):
+        ssum += e[k]
+    if drow != NULL:
+        _softmax_delta(net, drow, i, s, ssum, e, k0, k1, invN)
+    return _softmax_loss(net, row, i, s, m, mx, ssum)
+
+
 cdef double _loss_delta(Net* net, floating* out, floating* delta) noexcept nogil:
     """Return the mean loss of ``out`` and, if ``delta`` is not NULL, write dE/d(out)."""
     # IN: out (N x K), targets   OUT: delta (N x K) or NULL
     cdef int N = net.N, K = net.n[net.L]
     cdef Py_ssize_t i, k, yk
-    cdef double total = 0.0, z, t, p, mx, ssum, scale, e, s, m
+    cdef double total = 0.0, z, t, p, mx, ssum, e, s, m
     cdef floating* row
-    cdef floating* drow
     cdef const floating* yf = <const floating*>net.y
     cdef double invN = net.invN if net.invN > 0 else 1.0 / N
-    cdef double ebuf[64]
+    cdef double ebuf[SOFTMAX_CHUNK]
+    cdef double mxs[SOFTMAX_CHUNK]
+    cdef Py_ssize_t i0, r, rows, R, k0, k1
     cdef double w = 1.0
     cdef const double* sw = net.sw
     if sw != NULL and net.loss != LOSS_CROSS_ENTROPY and net.loss != LOSS_AM_SOFTMAX:
@@ -327,44 +394,52 @@ cdef double _loss_delta(Net* net, floating* out, floating* delta) noexcept nogil
                 delta[i] = <floating>(z * invN)
     else:
         # softmax cross-entropy of the logits; for am_softmax the logits are
-        # s (cos - m [k = y]) and the error is taken with respect to the cosines (factor s).
-        # One exp per element: kept in ebuf when K <= 64, recomputed otherwise.
+        # s (cos - m [k = y]) and the error is taken with respect to the cosines (factor s)
         if net.loss == LOSS_AM_SOFTMAX:
             s, m = net.s, net.m
         else:
             s, m = 1.0, 0.0
-        scale = s
-        for i in range(N):
-            row = out + i * K
-            yk = net.yi[i]
-            if sw != NULL:
-                w = sw[i]
-            mx = -1e300
-            for k in range(K):
-                z = s * (row[k] - (m if k == yk else 0.0))
-                if z > mx:
-                    mx = z
-            ssum = 0.0
-            for k in range(K):
-                e = exp(s * (row[k] - (m if k == yk else 0.0)) - mx)
-                if k < 64:
-                    ebuf[k] = e
-                ssum += e
-            if sw == NULL:
-                total += mx + log(ssum) - s * (row[yk] - m)
-            else:
-                total += w * (mx + log(ssum) - s * (row[yk] - m))
-            if delta != NULL:
-                drow = delta + i * K
-                for k in range(K):
-                    e = ebuf[k] if k < 64 else exp(s * (row[k] - (m if k == yk else 0.0)) - mx)
-                    p = e / ssum
-                    if k == yk:
-                        p -= 1.0
-                    if sw == NULL:
-                        drow[k] = <floating>(scale * p * invN)
-                    else:
-                        drow[k] = <floating>(scale * p * (w * invN))
+        if K <= SOFTMAX_CHUNK:
+            # blocks of rows: their exps in one vectorised call
+            R = SOFTMAX_CHUNK // K
+            i0 = 0
+            while i0 < N:
+                rows = R if N - i0 > R else N - i0
+                for r in range(rows):
+                    mxs[r] = _softmax_args(out + (i0 + r) * K, net.yi[i0 + r], s, m, 0, K,
+                                           ebuf + r * K, True, 0.0)
+                pw_vexp(ebuf, <Py_ssize_t>rows * K)
+                for r in range(rows):
+                    i = i0 + r
+                    total += _softmax_row(net, out + i * K,
+                                          delta + i * K if delta != NULL else NULL, i,
+                                          s, m, mxs[r], ebuf + r * K, 0, K, invN)
+                i0 += rows
+        else:
+            # wide outputs: each row in chunks, its exps taken twice (sum, then errors)
+            for i in range(N):
+                row = out + i * K
+                yk = net.yi[i]
+                mx = _softmax_args(row, yk, s, m, 0, K, NULL, True, 0.0)
+                ssum = 0.0
+                k0 = 0
+                while k0 < K:
+                    k1 = K if K - k0 <= SOFTMAX_CHUNK else k0 + SOFTMAX_CHUNK
+                    _softmax_args(row, yk, s, m, k0, k1, ebuf, False, mx)
+                    pw_vexp(ebuf, k1 - k0)
+                    for k in range(k1 - k0):
+                        ssum += ebuf[k]
+                    k0 = k1
+                e = _softmax_loss(net, row, i, s, m, mx, ssum)
+                total += e
+                if delta != NULL:
+                    k0 = 0
+                    while k0 < K:
+                        k1 = K if K - k0 <= SOFTMAX_CHUNK else k0 + SOFTMAX_CHUNK
+                        _softmax_args(row, yk, s, m, k0, k1, ebuf, False, mx)
+                        pw_vexp(ebuf, k1 - k0)
+                        _softmax_delta(net, delta + i * K, i, s, ssum, ebuf, k0, k1, invN)
+                        k0 = k1
     return total * invN
 
 
