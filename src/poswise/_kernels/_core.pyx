@@ -76,6 +76,16 @@ cdef extern from "_direct.h" nogil:
     ctypedef void (*pw_fn)(void*) noexcept nogil
     void pw_parallel(pw_fn fn, void** args, int n)
 
+cdef extern from "_small.h" nogil:
+    int pw_small_mm_d(const double* A, int rows, int p, const double* W, int trans, int m,
+                      double* Z)
+    int pw_small_mm_s(const float* A, int rows, int p, const float* W, int trans, int m,
+                      float* Z)
+    int pw_small_tn_d(const double* A, int rows, int p, const double* Dm, int m, double* G,
+                      int accumulate)
+    int pw_small_tn_s(const float* A, int rows, int p, const float* Dm, int m, float* G,
+                      int accumulate)
+
 cdef extern from "_vexp.h" nogil:
     void pw_vexp(double* x, Py_ssize_t n)
 
@@ -212,6 +222,40 @@ cdef struct Net:
     size_t* nbytes
 
 
+# ---------------------------------------------------------------- products of the layers
+
+cdef inline void _prod(const floating* A, int rows, int p, const floating* W, bint trans,
+                       int m, floating* Z) noexcept nogil:
+    """Z (rows x m) := A (rows x p) W^T (``trans``: W is m x p) or A W (W is p x m): the
+    narrow-layer kernels of _small.h when they take the shape, BLAS otherwise."""
+    if floating is double:
+        if pw_small_mm_d(A, rows, p, W, trans, m, Z):
+            return
+    else:
+        if pw_small_mm_s(A, rows, p, W, trans, m, Z):
+            return
+    if trans:
+        gemm(False, True, rows, m, p, <floating>1, <floating*>A, p, <floating*>W, p,
+             <floating>0, Z, m)
+    else:
+        gemm(False, False, rows, m, p, <floating>1, <floating*>A, p, <floating*>W, m,
+             <floating>0, Z, m)
+
+
+cdef inline void _prod_tn(const floating* Dm, int rows, int m, const floating* A, int p,
+                          floating* G, bint accumulate) noexcept nogil:
+    """G (m x p) := Dm^T A (+ G when ``accumulate``), Dm rows x m, A rows x p: as
+    ``_prod``, the narrow-layer kernel or BLAS."""
+    if floating is double:
+        if pw_small_tn_d(A, rows, p, Dm, m, G, accumulate):
+            return
+    else:
+        if pw_small_tn_s(A, rows, p, Dm, m, G, accumulate):
+            return
+    gemm(True, False, m, p, rows, <floating>1, <floating*>Dm, m, <floating*>A, p,
+         <floating>(1 if accumulate else 0), G, p)
+
+
 # ---------------------------------------------------------------- element-wise pieces
 
 cdef inline floating _sigmoid(floating z) noexcept nogil:
@@ -289,22 +333,35 @@ cdef inline double _softmax_args(const floating* row, Py_ssize_t yk, double s, d
     """The logits s (row[k] - m [k = yk]) of k0 <= k < k1: with ``find_max``, their maximum
     (and, if ``buf`` is not NULL, buf[k - k0] := logit - maximum); otherwise
     buf[k - k0] := logit - mx. The arguments of the softmax's exps."""
+    # the margin as (k == yk) * m, not a branch: the label's position is random, so a
+    # branch mispredicts once per row. Two running maxima: a single one is a chain of
+    # dependent max operations (the maximum is exact, so its order does not matter).
     cdef Py_ssize_t k
-    cdef double z
+    cdef double z0, z1, mx1
     if find_max:
         mx = -1e300
-        for k in range(k0, k1):
-            z = s * (row[k] - (m if k == yk else 0.0))
-            if buf != NULL:
-                buf[k - k0] = z
-            if z > mx:
-                mx = z
-        if buf != NULL:
-            for k in range(k1 - k0):
-                buf[k] = buf[k] - mx
-        return mx
+        mx1 = -1e300
+        k = k0
+        while k + 1 < k1:
+            z0 = s * (row[k] - (k == yk) * m)
+            z1 = s * (row[k + 1] - (k + 1 == yk) * m)
+            if z0 > mx:
+                mx = z0
+            if z1 > mx1:
+                mx1 = z1
+            k += 2
+        if k < k1:
+            z0 = s * (row[k] - (k == yk) * m)
+            if z0 > mx:
+                mx = z0
+        if mx1 > mx:
+            mx = mx1
+        if buf == NULL:
+            return mx
+    # the logits again rather than stored and read back: a vector load of two scalar
+    # stores cannot be forwarded from the store buffer (measured: 2x the softmax's time)
     for k in range(k0, k1):
-        buf[k - k0] = s * (row[k] - (m if k == yk else 0.0)) - mx
+        buf[k - k0] = s * (row[k] - (k == yk) * m) - mx
     return mx
 
 
@@ -506,8 +563,7 @@ cdef double _forward(Net* net, int start, floating lr_type_tag) noexcept nogil:
             gemm(False, True, N, nout, net.ncols, <floating>-1, <floating*>net.G, net.ncols,
                  <floating*>net.C, net.ncols, <floating>1, dst, nout)
         else:
-            gemm(False, True, N, nout, nin, <floating>1, src, nin,
-                 <floating*>net.W[l], nin, <floating>0, dst, nout)
+            _prod(src, N, nin, <floating*>net.W[l], True, nout, dst)
         _bias_act(dst, <floating*>net.b[l], N, nout,
                   net.act if l < L - 1 else ACT_IDENTITY, net.leak)
     return _loss_delta(net, <floating*>net.out,
@@ -624,8 +680,7 @@ cdef void _span_gradients(Net* net, int first, bint accumulate,
                 gW[i] = gW[i] + gw[i] if accumulate else gw[i]
             continue          # the cosine layer has no bias: its gradient stays 0
         if l > first:
-            gemm(False, False, N, nin, nout, <floating>1, Dl, nout, <floating*>net.W[l], nin,
-                 <floating>0, <floating*>net.D[l - 1], nin)
+            _prod(Dl, N, nout, <floating*>net.W[l], False, nin, <floating*>net.D[l - 1])
             _mul_act_deriv(<floating*>net.D[l - 1], <floating*>net.A[l],
                            <Py_ssize_t>N * nin, net.act, net.leak)
         if l == 0 and net.dual:
@@ -638,8 +693,7 @@ cdef void _span_gradients(Net* net, int first, bint accumulate,
                 pw_first_gradient_s(<float*>net.A[0], N, nin, Dl, nout, gW, accumulate,
                                     net.nthreads)
         else:
-            gemm(True, False, nout, nin, N, <floating>1, Dl, nout, <floating*>net.A[l], nin,
-                 <floating>(1 if accumulate else 0), gW, nin)
+            _prod_tn(Dl, N, nout, <floating*>net.A[l], nin, gW, accumulate)
         _column_sums(Dl, N, nout, net.acc)
         for j in range(nout):
             gb[j] = <floating>(gb[j] + net.acc[j]) if accumulate else <floating>net.acc[j]
@@ -725,8 +779,7 @@ cdef double _step(Net* net, int first, floating lr, bint refresh) noexcept nogil
             axpy(nout * nin, -lrl, <floating*>net.gw, <floating*>net.W[l])
             continue
         if l > first:
-            gemm(False, False, N, nin, nout, <floating>1, Dl, nout, <floating*>net.W[l], nin,
-                 <floating>0, <floating*>net.D[l - 1], nin)
+            _prod(Dl, N, nout, <floating*>net.W[l], False, nin, <floating*>net.D[l - 1])
             _mul_act_deriv(<floating*>net.D[l - 1], <floating*>net.A[l],
                            <Py_ssize_t>N * nin, net.act, net.leak)
         if l == 0 and net.direct:
@@ -864,13 +917,10 @@ cdef double _fused_rows(FusedJob* job, floating tag) noexcept nogil:
             nout = v.n[l + 1]
             Dl = <floating*>v.D[l]
             if l > 0:
-                gemm(False, False, rows, nin, nout, <floating>1, Dl, nout,
-                     <floating*>v.W[l], nin, <floating>0, <floating*>v.D[l - 1], nin)
+                _prod(Dl, rows, nout, <floating*>v.W[l], False, nin, <floating*>v.D[l - 1])
                 _mul_act_deriv(<floating*>v.D[l - 1], <floating*>v.A[l],
                                <Py_ssize_t>rows * nin, v.act, v.leak)
-                gemm(True, False, nout, nin, rows, <floating>1, Dl, nout,
-                     <floating*>v.A[l], nin, <floating>(1 if r0 > lo else 0),
-                     <floating*>v.gW[l], nin)
+                _prod_tn(Dl, rows, nout, <floating*>v.A[l], nin, <floating*>v.gW[l], r0 > lo)
             elif floating is double:
                 pw_first_gradient_d(<double*>v.A[0], rows, nin, Dl, nout, <double*>v.G0,
                                     r0 > lo, 1)
@@ -1001,8 +1051,7 @@ cdef void _span_backward_rows(SpanJob* job, floating tag) noexcept nogil:
             nout = v.n[l + 1]
             Dl = <floating*>v.D[l]
             if l > job.first:
-                gemm(False, False, rows, nin, nout, <floating>1, Dl, nout,
-                     <floating*>v.W[l], nin, <floating>0, <floating*>v.D[l - 1], nin)
+                _prod(Dl, rows, nout, <floating*>v.W[l], False, nin, <floating*>v.D[l - 1])
                 _mul_act_deriv(<floating*>v.D[l - 1], <floating*>v.A[l],
                                <Py_ssize_t>rows * nin, v.act, v.leak)
             if l == 0 and v.direct:
@@ -1013,9 +1062,7 @@ cdef void _span_backward_rows(SpanJob* job, floating tag) noexcept nogil:
                     pw_first_gradient_s(<float*>v.A[0], rows, nin, Dl, nout,
                                         <float*>v.gW[0], acc, 1)
             else:
-                gemm(True, False, nout, nin, rows, <floating>1, Dl, nout,
-                     <floating*>v.A[l], nin, <floating>(1 if acc else 0),
-                     <floating*>v.gW[l], nin)
+                _prod_tn(Dl, rows, nout, <floating*>v.A[l], nin, <floating*>v.gW[l], acc)
             g = v.gb[l]
             for i in range(rows):
                 for j in range(nout):
