@@ -165,6 +165,29 @@ def test_row_wise_span_steps_any_block(monkeypatch, kstats, block, threads):
     assert np.all(np.isfinite(hist.loss))
 
 
+@requires_direct
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_narrow_layers_span_block_changes_no_bits(monkeypatch, dtype):
+    # layers after the first of at most PW_SMALL_MAX units take _small.h's kernels, whose
+    # gradient continues each element's sum from block to block, as the first layer's
+    # does, and the bias sums run over the rows in order: on one thread the weights do
+    # not depend on the span block at all (only the reported loss, a sum of block sums)
+    N, D = 1000, 24
+    X, y = make_problem(N, D, 3, "cross_entropy", np.random.default_rng(5))
+    X = X.astype(dtype)
+    monkeypatch.setattr(plan, "SPAN_THREAD_MIN_ROWS", 1)
+    nets = []
+    for block in (16, 112, 0):
+        monkeypatch.setattr(plan, "SPAN_BLOCK_ROWS", block)
+        net = poswise.MLP((D, 20, 7, 5, 3), rng=1, activation="tanh", dtype=dtype)
+        poswise.PositionWise(0.05, loss="cross_entropy", threads=1,
+                             first_layer="direct").fit(net, X, y, epochs=EPOCHS)
+        nets.append(net)
+    for net in nets[1:]:
+        for a, b in zip(net.weights + net.biases, nets[0].weights + nets[0].biases):
+            np.testing.assert_array_equal(a, b)
+
+
 def test_span_block_from_the_level_2_cache():
     # the engine's rows per block: as given, or as many rows as fit the level-2 cache the
     # CPU reports with their activations and errors (2 values per unit of each layer
