@@ -3,7 +3,9 @@
 Each class runs in a subprocess (POSWISE_ISA is read once per process). The child calls
 the kernels through their test entry points on many shapes (rows with ragged row blocks,
 widths on both sides of every vector count, both layouts of B), inside larger buffers
-whose other rows must stay untouched, and reports the largest error against numpy in
+whose other rows must stay untouched, with and without the epilogues (bias and ReLU;
+errors gated by the ReLU derivative, bit for bit as numpy's steps after the product), and
+reports the largest error against numpy in
 float64 and the kernels' bits. AVX-512 and AVX2 must agree bit for bit (both sum every
 element in natural order with one fused multiply-add per term), and the gradient taken
 in blocks of rows with accumulation must equal the gradient in one call, bit for bit.
@@ -29,7 +31,7 @@ from poswise._kernels import _core
 lib = ctypes.CDLL(_core.__file__)
 ptr = lambda a: a.ctypes.data
 I, P = ctypes.c_int, ctypes.c_void_p
-lib.pw_small_mm_x.argtypes = [P, I, I, P, I, I, P, I]
+lib.pw_small_mm_x.argtypes = [P, I, I, P, I, I, P, P, P, I, I]
 lib.pw_small_tn_x.argtypes = [P, I, I, P, I, P, I, I]
 out = {"isa": lib.pw_active_isa(), "cases": []}
 rng = np.random.default_rng(0)
@@ -44,11 +46,36 @@ for dt in (np.float64, np.float32):
                 W = rng.standard_normal((m, p) if trans else (p, m)).astype(dt)
                 Z = np.full((rows + 2 * pad, m), 7.0, dt)
                 ok = lib.pw_small_mm_x(ptr(A[pad:]), rows, p, ptr(W), trans, m,
-                                       ptr(Z[pad:]), isd)
+                                       ptr(Z[pad:]), None, None, 0, isd)
+                # the epilogues (bias and ReLU; errors gated by ReLU'): the same bits as
+                # numpy's element-wise steps on the bare product, in the same dtype
+                bias = rng.standard_normal(m).astype(dt)
+                gate = np.full((rows + 2 * pad, m), 7.0, dt)
+                gate[pad:pad + rows] = rng.standard_normal((rows, m))
+                Zb = np.full_like(Z, 7.0)
+                Zg = np.full_like(Z, 7.0)
+                okb = lib.pw_small_mm_x(ptr(A[pad:]), rows, p, ptr(W), trans, m,
+                                        ptr(Zb[pad:]), ptr(bias), None, 1, isd)
+                okg = lib.pw_small_mm_x(ptr(A[pad:]), rows, p, ptr(W), trans, m,
+                                        ptr(Zg[pad:]), None, ptr(gate[pad:]), 0, isd)
+                if ok:
+                    z0 = Z[pad:pad + rows]
+                    zb = z0 + bias
+                    epi = (okb and okg
+                           and np.array_equal(Zb[pad:pad + rows], np.where(zb > 0, zb, 0)
+                                              .astype(dt))
+                           and np.array_equal(Zg[pad:pad + rows],
+                                              np.where(gate[pad:pad + rows] > 0, z0, 0)
+                                              .astype(dt))
+                           and np.all(Zb[:pad] == 7.0) and np.all(Zb[pad + rows:] == 7.0)
+                           and np.all(Zg[:pad] == 7.0) and np.all(Zg[pad + rows:] == 7.0))
+                else:
+                    epi = not okb and not okg
                 B = (W.T if trans else W).astype(np.float64)
                 ref = A[pad:pad + rows].astype(np.float64) @ B
                 err = float(np.max(np.abs(Z[pad:pad + rows] - ref)) / max(1.0, np.max(np.abs(ref)))) if ok else None
-                untouched = bool(np.all(Z[:pad] == 7.0) and np.all(Z[pad + rows:] == 7.0))
+                untouched = bool(np.all(Z[:pad] == 7.0) and np.all(Z[pad + rows:] == 7.0)
+                                 and epi)
                 out["cases"].append(["mm", isd, rows, p, m, trans, ok, err, untouched,
                                      hashlib.sha256(Z.tobytes()).hexdigest() if ok else None])
             Dm = rng.standard_normal((rows + 2 * pad, m)).astype(dt)

@@ -78,9 +78,9 @@ cdef extern from "_direct.h" nogil:
 
 cdef extern from "_small.h" nogil:
     int pw_small_mm_d(const double* A, int rows, int p, const double* W, int trans, int m,
-                      double* Z)
+                      double* Z, const double* bias, const double* gate, int relu)
     int pw_small_mm_s(const float* A, int rows, int p, const float* W, int trans, int m,
-                      float* Z)
+                      float* Z, const float* bias, const float* gate, int relu)
     int pw_small_tn_d(const double* A, int rows, int p, const double* Dm, int m, double* G,
                       int accumulate)
     int pw_small_tn_s(const float* A, int rows, int p, const float* Dm, int m, float* G,
@@ -224,22 +224,38 @@ cdef struct Net:
 
 # ---------------------------------------------------------------- products of the layers
 
-cdef inline void _prod(const floating* A, int rows, int p, const floating* W, bint trans,
-                       int m, floating* Z) noexcept nogil:
+cdef inline bint _prod(const floating* A, int rows, int p, const floating* W, bint trans,
+                       int m, floating* Z, const floating* bias, const floating* gate,
+                       bint relu) noexcept nogil:
     """Z (rows x m) := A (rows x p) W^T (``trans``: W is m x p) or A W (W is p x m): the
-    narrow-layer kernels of _small.h when they take the shape, BLAS otherwise."""
+    narrow-layer kernels of _small.h when they take the shape, then, each if given,
+    + bias, ReLU, times [gate > 0] (the errors gated by the ReLU derivative), and True; or
+    BLAS for the product alone, and False (the caller applies the rest)."""
     if floating is double:
-        if pw_small_mm_d(A, rows, p, W, trans, m, Z):
-            return
+        if pw_small_mm_d(A, rows, p, W, trans, m, Z, bias, gate, relu):
+            return True
     else:
-        if pw_small_mm_s(A, rows, p, W, trans, m, Z):
-            return
+        if pw_small_mm_s(A, rows, p, W, trans, m, Z, bias, gate, relu):
+            return True
     if trans:
         gemm(False, True, rows, m, p, <floating>1, <floating*>A, p, <floating*>W, p,
              <floating>0, Z, m)
     else:
         gemm(False, False, rows, m, p, <floating>1, <floating*>A, p, <floating*>W, m,
              <floating>0, Z, m)
+    return False
+
+
+cdef inline void _back_errors(Net* v, int l, int rows, floating* Dl) noexcept nogil:
+    """D[l-1] := (D[l] W[l]) * act'(Z[l-1]) for the first ``rows`` rows of the buffers of
+    ``v`` (the engine's, or a block's view); the ReLU derivative inside the product's
+    kernel when it can."""
+    cdef int nin = v.n[l], nout = v.n[l + 1]
+    cdef bint relu = v.act == ACT_RELU
+    if not _prod(Dl, rows, nout, <floating*>v.W[l], False, nin, <floating*>v.D[l - 1], NULL,
+                 <floating*>v.A[l] if relu else NULL, False) or not relu:
+        _mul_act_deriv(<floating*>v.D[l - 1], <floating*>v.A[l], <Py_ssize_t>rows * nin,
+                       v.act, v.leak)
 
 
 cdef inline void _prod_tn(const floating* Dm, int rows, int m, const floating* A, int p,
@@ -537,7 +553,8 @@ cdef void _normalize_backward(floating* g, const floating* Vhat, const double* n
 
 cdef double _forward(Net* net, int start, floating lr_type_tag) noexcept nogil:
     """Forward from layer ``start`` to the output; return the loss, refresh D[L-1]."""
-    cdef int l, L = net.L, N = net.N, nin, nout
+    cdef int l, L = net.L, N = net.N, nin, nout, act
+    cdef bint fuse
     cdef floating* dst
     cdef floating* src
     for l in range(start, L):
@@ -563,7 +580,12 @@ cdef double _forward(Net* net, int start, floating lr_type_tag) noexcept nogil:
             gemm(False, True, N, nout, net.ncols, <floating>-1, <floating*>net.G, net.ncols,
                  <floating*>net.C, net.ncols, <floating>1, dst, nout)
         else:
-            _prod(src, N, nin, <floating*>net.W[l], True, nout, dst)
+            # bias and ReLU (or the output layer's bias) inside the narrow-layer kernel
+            act = net.act if l < L - 1 else ACT_IDENTITY
+            fuse = act == ACT_RELU or act == ACT_IDENTITY
+            if _prod(src, N, nin, <floating*>net.W[l], True, nout, dst,
+                     <floating*>net.b[l] if fuse else NULL, NULL, act == ACT_RELU) and fuse:
+                continue
         _bias_act(dst, <floating*>net.b[l], N, nout,
                   net.act if l < L - 1 else ACT_IDENTITY, net.leak)
     return _loss_delta(net, <floating*>net.out,
@@ -680,9 +702,7 @@ cdef void _span_gradients(Net* net, int first, bint accumulate,
                 gW[i] = gW[i] + gw[i] if accumulate else gw[i]
             continue          # the cosine layer has no bias: its gradient stays 0
         if l > first:
-            _prod(Dl, N, nout, <floating*>net.W[l], False, nin, <floating*>net.D[l - 1])
-            _mul_act_deriv(<floating*>net.D[l - 1], <floating*>net.A[l],
-                           <Py_ssize_t>N * nin, net.act, net.leak)
+            _back_errors(net, l, N, Dl)
         if l == 0 and net.dual:
             pass              # no primal gradient: _apply_dual reads D[0] itself
         elif l == 0 and net.direct:
@@ -779,9 +799,7 @@ cdef double _step(Net* net, int first, floating lr, bint refresh) noexcept nogil
             axpy(nout * nin, -lrl, <floating*>net.gw, <floating*>net.W[l])
             continue
         if l > first:
-            _prod(Dl, N, nout, <floating*>net.W[l], False, nin, <floating*>net.D[l - 1])
-            _mul_act_deriv(<floating*>net.D[l - 1], <floating*>net.A[l],
-                           <Py_ssize_t>N * nin, net.act, net.leak)
+            _back_errors(net, l, N, Dl)
         if l == 0 and net.direct:
             if floating is double:
                 pw_first_gradient_d(<double*>net.A[0], N, nin, Dl, nout, <double*>net.G0,
@@ -917,9 +935,7 @@ cdef double _fused_rows(FusedJob* job, floating tag) noexcept nogil:
             nout = v.n[l + 1]
             Dl = <floating*>v.D[l]
             if l > 0:
-                _prod(Dl, rows, nout, <floating*>v.W[l], False, nin, <floating*>v.D[l - 1])
-                _mul_act_deriv(<floating*>v.D[l - 1], <floating*>v.A[l],
-                               <Py_ssize_t>rows * nin, v.act, v.leak)
+                _back_errors(v, l, rows, Dl)
                 _prod_tn(Dl, rows, nout, <floating*>v.A[l], nin, <floating*>v.gW[l], r0 > lo)
             elif floating is double:
                 pw_first_gradient_d(<double*>v.A[0], rows, nin, Dl, nout, <double*>v.G0,
@@ -1051,9 +1067,7 @@ cdef void _span_backward_rows(SpanJob* job, floating tag) noexcept nogil:
             nout = v.n[l + 1]
             Dl = <floating*>v.D[l]
             if l > job.first:
-                _prod(Dl, rows, nout, <floating*>v.W[l], False, nin, <floating*>v.D[l - 1])
-                _mul_act_deriv(<floating*>v.D[l - 1], <floating*>v.A[l],
-                               <Py_ssize_t>rows * nin, v.act, v.leak)
+                _back_errors(v, l, rows, Dl)
             if l == 0 and v.direct:
                 if floating is double:
                     pw_first_gradient_d(<double*>v.A[0], rows, nin, Dl, nout,

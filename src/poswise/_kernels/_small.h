@@ -7,7 +7,9 @@
  *
  *   pw_small_mm:  Z (rows x m) = A (rows x p) B, B = W^T (W is m x p) or B = W (p x m);
  *                 vectorised across the m outputs, RB rows of accumulators, B packed once
- *                 per call into padded rows that stay in L1;
+ *                 per call into padded rows that stay in L1; with an epilogue in registers
+ *                 (+ bias and ReLU for the forward pass, the ReLU derivative for the
+ *                 errors) that spares a pass over Z, with the bits of the separate steps;
  *   pw_small_tn:  G (m x p) = [G +] D^T A (D is rows x m, A rows x p): vectorised across
  *                 the p columns of A, the accumulators of JG outputs in registers over all
  *                 rows.
@@ -31,7 +33,7 @@
 
 #define PW_SMALL_BODIES(T, V, VU, VL, NAME, ATTR)                                          \
 PW_INLINE void NAME##_mm_b(const T* A, int rows, int p, const T* Bp, int m, T* Z,          \
-                           const int NV, const int RB) {                                   \
+                           const T* Bb, const T* gate, int relu, const int NV, const int RB) { \
     int i = 0, k, v, r, j;                                                                 \
     const size_t end = (size_t)rows * m;                                                   \
     T tmp[8 * VL] __attribute__((aligned(64)));                                            \
@@ -54,7 +56,6 @@ PW_INLINE void NAME##_mm_b(const T* A, int rows, int p, const T* Bp, int m, T* Z
                 }                                                                          \
             }                                                                              \
         } else {                                                                           \
-            _Pragma("GCC unroll 32")                                                       \
             for (r = 0; r < rb; r++) {                                                     \
                 for (k = 0; k < p; k++)                                                    \
                     _Pragma("GCC unroll 32")                                               \
@@ -62,10 +63,33 @@ PW_INLINE void NAME##_mm_b(const T* A, int rows, int p, const T* Bp, int m, T* Z
                         acc[r][v] += a[(size_t)r * p + k] * *(const V*)(Bp + ((size_t)k * NV + v) * VL); \
             }                                                                              \
         }                                                                                  \
-        _Pragma("GCC unroll 32")                                                           \
+        /* epilogue: + bias, ReLU, or the errors gated by the activations (ReLU') */       \
         for (r = 0; r < rb; r++) {                                                         \
             T* z = Z + (size_t)(i + r) * m;                                                \
-            if ((size_t)(i + r) * m + (size_t)NV * VL <= end) {                            \
+            const T* g = gate != NULL ? gate + (size_t)(i + r) * m : NULL;                 \
+            int full = (size_t)(i + r) * m + (size_t)NV * VL <= end;                       \
+            _Pragma("GCC unroll 32")                                                       \
+            for (v = 0; v < NV; v++) {                                                     \
+                V x = acc[r][v];                                                           \
+                if (Bb != NULL) x += *(const V*)(Bb + v * VL);                             \
+                if (relu) {                                                                \
+                    __typeof__(x > x) on = x > (V){0};                                     \
+                    x = (V)((__typeof__(on))x & on);                                       \
+                }                                                                          \
+                if (g != NULL) {                                                           \
+                    V gv;                                                                  \
+                    __typeof__(x > x) on;                                                  \
+                    if (full) gv = *(const VU*)(g + v * VL);                               \
+                    else {                                                                 \
+                        for (j = 0; j < VL; j++) tmp[j] = v * VL + j < m ? g[v * VL + j] : (T)0; \
+                        gv = *(const V*)tmp;                                               \
+                    }                                                                      \
+                    on = gv > (V){0};                                                      \
+                    x = (V)((__typeof__(on))x & on);                                       \
+                }                                                                          \
+                acc[r][v] = x;                                                             \
+            }                                                                              \
+            if (full) {                                                                    \
                 _Pragma("GCC unroll 32")                                                   \
                 for (v = 0; v < NV; v++) *(VU*)(z + v * VL) = acc[r][v];                   \
             } else {                                                                       \
@@ -124,8 +148,9 @@ PW_INLINE void NAME##_tn_b(const T* A, int rows, int p, const T* Dm, int m, T* G
 
 /* One specialisation per vector count NV (1..8) with its row block RB / output group JG. */
 #define PW_SMALL_SPECIAL(T, NAME, ATTR, NV, RB, JG)                                        \
-ATTR static void NAME##_mm##NV(const T* A, int rows, int p, const T* Bp, int m, T* Z)      \
-    { NAME##_mm_b(A, rows, p, Bp, m, Z, NV, RB); }                                         \
+ATTR static void NAME##_mm##NV(const T* A, int rows, int p, const T* Bp, int m, T* Z,      \
+                              const T* Bb, const T* gate, int relu)                        \
+    { NAME##_mm_b(A, rows, p, Bp, m, Z, Bb, gate, relu, NV, RB); }                         \
 ATTR static void NAME##_tn##NV(const T* A, int rows, int p, const T* Dm, int m, T* Gp)     \
     { NAME##_tn_b(A, rows, p, Dm, m, Gp, NV, JG); }
 
@@ -159,11 +184,14 @@ PW_SMALL_SPECIAL(T, pw_sm_##SUF##ISA, ATTR, 8, 1, 1)
 PW_SMALL_ISA(T, SUF, 512, PW_AVX512, 4, 4, 4, 4, 24, 12, 8, 6)                             \
 PW_SMALL_ISA(T, SUF, 256, PW_AVX2, 4, 4, 3, 2, 12, 6, 4, 3)                                \
                                                                                            \
-/* Z (rows x m) = A (rows x p) B with B = W^T (trans: W is m x p) or W (p x m). Returns 0  \
- * (nothing done) when the layer is too wide or the CPU has no vector class. */           \
+/* Z (rows x m) = A (rows x p) B with B = W^T (trans: W is m x p) or W (p x m), then, in   \
+ * this order and each if asked: + bias (m), ReLU (relu), times [gate > 0] (gate: rows x m, \
+ * the activations whose ReLU derivative gates the errors). Returns 0 (nothing done) when  \
+ * the layer is too wide or the CPU has no vector class. */                                \
 static int pw_small_mm_##SUF(const T* A, int rows, int p, const T* W, int trans, int m,    \
-                             T* Z) {                                                       \
+                             T* Z, const T* bias, const T* gate, int relu) {               \
     T Bp[PW_SMALL_MAX * PW_SMALL_MAX] __attribute__((aligned(64)));                        \
+    T Bb[PW_SMALL_MAX] __attribute__((aligned(64)));                                       \
     int isa = pw_isa(), VL, NV, k, j;                                                      \
     if (isa == 0 || p > PW_SMALL_MAX || m > PW_SMALL_MAX || p < 1 || m < 1) return 0;      \
     VL = (isa == 2 ? 64 : 32) / (int)sizeof(T);                                            \
@@ -172,8 +200,15 @@ static int pw_small_mm_##SUF(const T* A, int rows, int p, const T* W, int trans,
         for (j = 0; j < NV * VL; j++)                                                      \
             Bp[(size_t)k * NV * VL + j] = j >= m ? (T)0 : (trans ? W[(size_t)j * p + k]    \
                                                               : W[(size_t)k * m + j]);     \
-    if (isa == 2) { PW_SMALL_CASES(pw_sm_##SUF##512, mm, NV, A, rows, p, Bp, m, Z) }       \
-    else { PW_SMALL_CASES(pw_sm_##SUF##256, mm, NV, A, rows, p, Bp, m, Z) }                \
+    if (bias != NULL)                                                                      \
+        for (j = 0; j < NV * VL; j++) Bb[j] = j < m ? bias[j] : (T)0;                      \
+    if (isa == 2) {                                                                        \
+        PW_SMALL_CASES(pw_sm_##SUF##512, mm, NV, A, rows, p, Bp, m, Z,                     \
+                       bias != NULL ? Bb : NULL, gate, relu)                               \
+    } else {                                                                               \
+        PW_SMALL_CASES(pw_sm_##SUF##256, mm, NV, A, rows, p, Bp, m, Z,                     \
+                       bias != NULL ? Bb : NULL, gate, relu)                               \
+    }                                                                                      \
     return 1;                                                                              \
 }                                                                                          \
                                                                                            \
@@ -201,11 +236,13 @@ PW_SMALL_TYPE(double, d)
 PW_SMALL_TYPE(float, s)
 #else
 static int pw_small_mm_d(const double* A, int rows, int p, const double* W, int trans,
-                         int m, double* Z) { (void)A; (void)rows; (void)p; (void)W;
-                         (void)trans; (void)m; (void)Z; return 0; }
+                         int m, double* Z, const double* bias, const double* gate, int relu)
+    { (void)A; (void)rows; (void)p; (void)W; (void)trans; (void)m; (void)Z; (void)bias;
+      (void)gate; (void)relu; return 0; }
 static int pw_small_mm_s(const float* A, int rows, int p, const float* W, int trans, int m,
-                         float* Z) { (void)A; (void)rows; (void)p; (void)W; (void)trans;
-                         (void)m; (void)Z; return 0; }
+                         float* Z, const float* bias, const float* gate, int relu)
+    { (void)A; (void)rows; (void)p; (void)W; (void)trans; (void)m; (void)Z; (void)bias;
+      (void)gate; (void)relu; return 0; }
 static int pw_small_tn_d(const double* A, int rows, int p, const double* Dm, int m,
                          double* G, int accumulate) { (void)A; (void)rows; (void)p; (void)Dm;
                          (void)m; (void)G; (void)accumulate; return 0; }
@@ -216,11 +253,13 @@ static int pw_small_tn_s(const float* A, int rows, int p, const float* Dm, int m
 
 /* For tests (ctypes): the two entry points on float64 (is_double) or float32 arrays. */
 PW_EXPORT int pw_small_mm_x(const void* A, int rows, int p, const void* W, int trans, int m,
-                            void* Z, int is_double) {
+                            void* Z, const void* bias, const void* gate, int relu,
+                            int is_double) {
     return is_double ? pw_small_mm_d((const double*)A, rows, p, (const double*)W, trans, m,
-                                     (double*)Z)
+                                     (double*)Z, (const double*)bias, (const double*)gate,
+                                     relu)
                      : pw_small_mm_s((const float*)A, rows, p, (const float*)W, trans, m,
-                                     (float*)Z);
+                                     (float*)Z, (const float*)bias, (const float*)gate, relu);
 }
 
 PW_EXPORT int pw_small_tn_x(const void* A, int rows, int p, const void* Dm, int m, void* G,
