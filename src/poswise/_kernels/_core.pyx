@@ -196,6 +196,7 @@ cdef struct Net:
     void** gW        # L gradient accumulators (gW[0] unused: G0)
     double** gb      # L bias-gradient accumulators
     double invN      # 1 / N of the whole data when > 0 (a block's loss is a share of it)
+    bint noloss      # the caller discards the loss value: the softmax skips its log
     size_t itemsize
     int njobs        # threads of a fused pass, each with its own view and accumulators
     void* jobs       # FusedJob[njobs]
@@ -413,6 +414,8 @@ cdef inline double _softmax_row(Net* net, const floating* row, floating* drow, P
         ssum += e[k]
     if drow != NULL:
         _softmax_delta(net, drow, i, s, ssum, e, k0, k1, invN)
+    if net.noloss:
+        return 0.0
     return _softmax_loss(net, row, i, s, m, mx, ssum)
 
 
@@ -503,8 +506,8 @@ cdef double _loss_delta(Net* net, floating* out, floating* delta) noexcept nogil
                     for k in range(k1 - k0):
                         ssum += ebuf[k]
                     k0 = k1
-                e = _softmax_loss(net, row, i, s, m, mx, ssum)
-                total += e
+                if not net.noloss:
+                    total += _softmax_loss(net, row, i, s, m, mx, ssum)
                 if delta != NULL:
                     k0 = 0
                     while k0 < K:
@@ -1023,6 +1026,7 @@ cdef void _span_view(SpanJob* job, int lo, int hi) noexcept nogil:
     cdef int l, K = net.n[net.L]
     v.N = hi - lo
     v.invN = net.invN if net.invN > 0 else 1.0 / net.N
+    v.noloss = net.noloss
     v.nthreads = 1
     for l in range(net.L):
         v.A[l] = <char*>net.A[l] + <size_t>lo * net.n[l] * net.itemsize
@@ -1253,10 +1257,13 @@ cdef double _epoch(Net* net, floating lr) noexcept nogil:
         loss = _fused_pass(net, lr)
     else:
         for k in range(net.nspans):
+            # only the last span step's loss is the epoch's: the others skip its log
+            net.noloss = k < net.nspans - 1
             if net.spans_jobs != NULL:
                 loss = _step_rows(net, net.spans[k], lr)
             else:
                 loss = _step(net, net.spans[k], lr, True)
+        net.noloss = False
     if not _params_finite(net, lr):
         return NAN
     return loss
