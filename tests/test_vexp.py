@@ -162,3 +162,65 @@ def test_softmax_of_extreme_logits():
     assert np.all(np.isfinite(h1.loss))
     np.testing.assert_allclose(h1.loss, h2.loss, rtol=1e-12)
     assert rel_err(net.weights[0], twin.weights[0]) <= 1e-12
+
+
+ARGS_CHILD = r"""
+import ctypes, json
+import numpy as np
+from poswise._kernels import _core
+lib = ctypes.CDLL(_core.__file__)
+P, I, F = ctypes.c_void_p, ctypes.c_int, ctypes.c_double
+lib.pw_softmax_args_x.argtypes = [P, P, I, I, F, F, P, P, I, I]
+rng = np.random.default_rng(1)
+bad = []
+n = 0
+for dt in (np.float64, np.float32):
+    for K in (1, 2, 3, 4, 5, 7, 8, 9, 10, 16, 17, 33):
+        for rows in (1, 6, 13):
+            for s, m in ((1.0, 0.0), (30.0, 0.35)):
+                x = (rng.standard_normal((rows, K)) * 5).astype(dt)
+                x[0, 0] = -0.0
+                if rows > 1:
+                    x[1, K // 2] = np.nan          # ignored by the maximum
+                    x[-1, :] = -np.inf
+                y = rng.integers(0, K, rows).astype(np.int32)
+                out = {}
+                for scalar in (0, 1):
+                    buf = np.full(rows * K + 4, 9.0)
+                    mx = np.empty(rows)
+                    lib.pw_softmax_args_x(x.ctypes.data, y.ctypes.data, rows, K, s, m,
+                                          buf.ctypes.data, mx.ctypes.data,
+                                          int(dt == np.float64), scalar)
+                    out[scalar] = (buf, mx)
+                # numpy, the same operations: s (x - m [k = y]) - max, NaN ignored
+                z = s * (x.astype(np.float64) - np.where(np.arange(K) == y[:, None], m, 0.0))
+                ref_mx = np.maximum(np.nan_to_num(np.nanmax(np.where(np.isnan(z), -np.inf, z),
+                                                            axis=1), neginf=-1e300), -1e300)
+                ref = (z - ref_mx[:, None]).ravel()
+                vec, sca = out[0], out[1]
+                n += 1
+                if not (np.array_equal(vec[0], sca[0], equal_nan=True)
+                        and np.array_equal(vec[1], sca[1])
+                        and np.array_equal(sca[0][:rows * K], ref, equal_nan=True)
+                        and np.array_equal(sca[1], ref_mx)
+                        and np.all(vec[0][rows * K:] == 9.0)):
+                    bad.append([np.dtype(dt).name, K, rows, s, m])
+print(json.dumps({"isa": lib.pw_active_isa(), "bad": bad, "n": n}))
+"""
+
+
+@pytest.mark.parametrize("isa", sorted(ISAS))
+def test_softmax_arguments_each_cpu_class(isa):
+    """The vectorised arguments of the softmax's exps (logits with the margin on the label,
+    minus the row's maximum) give the scalar loop's bits, which are numpy's."""
+    best = _run("auto")["isa"]
+    if ISAS[isa] > best:
+        pytest.skip(f"this CPU does not have {isa}")
+    env = dict(os.environ, POSWISE_ISA=isa,
+               PYTHONPATH=SRC + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    res = subprocess.run([sys.executable, "-c", ARGS_CHILD], env=env, capture_output=True,
+                         text=True, timeout=120)
+    assert res.returncode == 0, res.stderr
+    out = json.loads(res.stdout.strip().splitlines()[-1])
+    assert out["isa"] == ISAS[isa]
+    assert out["n"] > 100 and out["bad"] == []

@@ -88,6 +88,10 @@ cdef extern from "_small.h" nogil:
 
 cdef extern from "_vexp.h" nogil:
     void pw_vexp(double* x, Py_ssize_t n)
+    void pw_softmax_args_d(const double* out, const int* yi, int rows, int K, double s,
+                           double m, double* buf, double* mxs)
+    void pw_softmax_args_s(const float* out, const int* yi, int rows, int K, double s,
+                           double m, double* buf, double* mxs)
 
 cdef extern from "_rules.h" nogil:
     ctypedef struct pw_rule:
@@ -481,9 +485,12 @@ cdef double _loss_delta(Net* net, floating* out, floating* delta) noexcept nogil
             i0 = 0
             while i0 < N:
                 rows = R if N - i0 > R else N - i0
-                for r in range(rows):
-                    mxs[r] = _softmax_args(out + (i0 + r) * K, net.yi[i0 + r], s, m, 0, K,
-                                           ebuf + r * K, True, 0.0)
+                if floating is double:
+                    pw_softmax_args_d(out + i0 * K, net.yi + i0, <int>rows, K, s, m, ebuf,
+                                      mxs)
+                else:
+                    pw_softmax_args_s(out + i0 * K, net.yi + i0, <int>rows, K, s, m, ebuf,
+                                      mxs)
                 pw_vexp(ebuf, <Py_ssize_t>rows * K)
                 for r in range(rows):
                     i = i0 + r

@@ -215,4 +215,144 @@ PW_EXPORT void pw_exp_array(const double* x, double* y, long long n) {
     pw_vexp(y, (ptrdiff_t)n);
 }
 
+/* ------------------------------------------------------------------ softmax arguments
+ * For the rows of a block of logits (rows x K, float64 or float32): the logits
+ * z_k = s (x_k - m [k = y]) (the am_softmax margin on the label; s = 1, m = 0 for plain
+ * cross-entropy), their maximum mx (NaN logits ignored, at least -1e300, as a running
+ * "if z > mx" would give), and buf[r K + k] := z_k - mx, the arguments of the exps. The
+ * same operations as the scalar loop, vectorised across a row's K logits: the same bits
+ * (the maximum is exact whatever the order; max(z, acc) keeps acc when z is NaN). */
+#if PW_X86
+/* GCC contracts a multiply and a subtract of vectors into one FMA (-ffp-contract=fast is
+ * its default), which rounds once where the scalar loop rounds twice: an empty asm makes
+ * the product a value of its own. */
+#define PW_NO_CONTRACT(v) __asm__("" : "+v"(v))
+#define PW_SMAX_512(T, SUF, LOADX)                                                         \
+PW_AVX512 static void pw_softmax_args_##SUF##512(const T* out, const int* yi, int rows,    \
+                                                int K, double s, double m, double* buf,    \
+                                                double* mxs) {                             \
+    const __m512d vs = _mm512_set1_pd(s), vm = _mm512_set1_pd(m);                          \
+    const __m512i lane = _mm512_set_epi64(7, 6, 5, 4, 3, 2, 1, 0);                         \
+    int r, k;                                                                              \
+    for (r = 0; r < rows; r++) {                                                           \
+        const T* x = out + (size_t)r * K;                                                  \
+        double* b = buf + (size_t)r * K;                                                   \
+        __m512d acc = _mm512_set1_pd(-1e300), mx;                                          \
+        __m512i yk = _mm512_set1_epi64(yi[r]);                                             \
+        for (k = 0; k < K; k += 8) {                                                       \
+            __mmask8 on = K - k >= 8 ? (__mmask8)0xFF : (__mmask8)((1u << (K - k)) - 1u);   \
+            __mmask8 lab = _mm512_cmpeq_epi64_mask(_mm512_add_epi64(lane,                   \
+                                                   _mm512_set1_epi64(k)), yk);             \
+            __m512d v = LOADX;                                                             \
+            __m512d z = _mm512_mul_pd(vs, _mm512_mask_sub_pd(v, lab, v, vm));              \
+            acc = _mm512_mask_max_pd(acc, on, z, acc);                                     \
+        }                                                                                  \
+        mx = _mm512_set1_pd(_mm512_reduce_max_pd(acc));                                    \
+        mxs[r] = mx[0];                                                                    \
+        for (k = 0; k < K; k += 8) {                                                       \
+            __mmask8 on = K - k >= 8 ? (__mmask8)0xFF : (__mmask8)((1u << (K - k)) - 1u);   \
+            __mmask8 lab = _mm512_cmpeq_epi64_mask(_mm512_add_epi64(lane,                   \
+                                                   _mm512_set1_epi64(k)), yk);             \
+            __m512d v = LOADX;                                                             \
+            __m512d z = _mm512_mul_pd(vs, _mm512_mask_sub_pd(v, lab, v, vm));              \
+            PW_NO_CONTRACT(z);                                                             \
+            _mm512_mask_storeu_pd(b + k, on, _mm512_sub_pd(z, mx));                        \
+        }                                                                                  \
+    }                                                                                      \
+}
+PW_SMAX_512(double, d, _mm512_maskz_loadu_pd(on, x + k))
+PW_SMAX_512(float, s, _mm512_cvtps_pd(_mm256_maskz_loadu_ps(on, x + k)))
+
+#define PW_SMAX_256(T, SUF, LOADX)                                                         \
+PW_AVX2 static void pw_softmax_args_##SUF##256(const T* out, const int* yi, int rows,      \
+                                              int K, double s, double m, double* buf,      \
+                                              double* mxs) {                               \
+    const __m256d vs = _mm256_set1_pd(s), vm = _mm256_set1_pd(m), zero = _mm256_setzero_pd(); \
+    const __m256i lane = _mm256_set_epi64x(3, 2, 1, 0);                                    \
+    int r, k, j;                                                                           \
+    for (r = 0; r < rows; r++) {                                                           \
+        const T* x = out + (size_t)r * K;                                                  \
+        double* b = buf + (size_t)r * K;                                                   \
+        __m256d acc = _mm256_set1_pd(-1e300), mx, h;                                       \
+        __m256i yk = _mm256_set1_epi64x(yi[r]);                                            \
+        double mxv;                                                                        \
+        for (k = 0; k < K; k += 4) {                                                       \
+            __m256i on = _mm256_cmpgt_epi64(_mm256_set1_epi64x(K - k), lane);              \
+            __m256d lab = _mm256_castsi256_pd(_mm256_cmpeq_epi64(_mm256_add_epi64(lane,     \
+                                              _mm256_set1_epi64x(k)), yk));                \
+            __m256d v = LOADX;                                                             \
+            __m256d z = _mm256_mul_pd(vs, _mm256_sub_pd(v, _mm256_blendv_pd(zero, vm, lab))); \
+            /* lanes past K keep acc: max(acc, acc) */                                     \
+            z = _mm256_blendv_pd(acc, z, _mm256_castsi256_pd(on));                         \
+            acc = _mm256_max_pd(z, acc);                                                   \
+        }                                                                                  \
+        h = _mm256_max_pd(acc, _mm256_permute4x64_pd(acc, 0x4E));                          \
+        h = _mm256_max_pd(h, _mm256_permute4x64_pd(h, 0xB1));                              \
+        mxv = h[0];                                                                        \
+        mxs[r] = mxv;                                                                      \
+        mx = _mm256_set1_pd(mxv);                                                          \
+        for (k = 0; k < K; k += 4) {                                                       \
+            __m256i on = _mm256_cmpgt_epi64(_mm256_set1_epi64x(K - k), lane);              \
+            __m256d lab = _mm256_castsi256_pd(_mm256_cmpeq_epi64(_mm256_add_epi64(lane,     \
+                                              _mm256_set1_epi64x(k)), yk));                \
+            __m256d v = LOADX;                                                             \
+            __m256d z = _mm256_mul_pd(vs, _mm256_sub_pd(v, _mm256_blendv_pd(zero, vm, lab))); \
+            PW_NO_CONTRACT(z);                                                             \
+            z = _mm256_sub_pd(z, mx);                                                      \
+            if (K - k >= 4) _mm256_storeu_pd(b + k, z);                                    \
+            else for (j = 0; j < K - k; j++) b[k + j] = z[j];                              \
+        }                                                                                  \
+    }                                                                                      \
+}
+PW_SMAX_256(double, d, _mm256_maskload_pd(x + k, on))
+PW_SMAX_256(float, s, _mm256_cvtps_pd(_mm_maskload_ps(x + k, _mm256_castsi256_si128(       \
+    _mm256_permutevar8x32_epi32(on, _mm256_set_epi32(7, 7, 7, 7, 6, 4, 2, 0))))))
+#endif
+
+/* The scalar loop: every class's reference, and the path without vector classes. */
+#define PW_SMAX_SCALAR(T, SUF)                                                             \
+static void pw_softmax_args_##SUF##0(const T* out, const int* yi, int rows, int K,         \
+                                     double s, double m, double* buf, double* mxs) {       \
+    int r, k;                                                                              \
+    for (r = 0; r < rows; r++) {                                                           \
+        const T* x = out + (size_t)r * K;                                                  \
+        double mx = -1e300, z;                                                             \
+        for (k = 0; k < K; k++) {                                                          \
+            z = s * ((double)x[k] - (k == yi[r] ? m : 0.0));                               \
+            if (z > mx) mx = z;                                                            \
+        }                                                                                  \
+        mxs[r] = mx;                                                                       \
+        for (k = 0; k < K; k++)                                                            \
+            buf[(size_t)r * K + k] = s * ((double)x[k] - (k == yi[r] ? m : 0.0)) - mx;     \
+    }                                                                                      \
+}                                                                                          \
+static void pw_softmax_args_##SUF(const T* out, const int* yi, int rows, int K, double s,  \
+                                  double m, double* buf, double* mxs) {                    \
+    PW_SMAX_DISPATCH(SUF)                                                                  \
+    pw_softmax_args_##SUF##0(out, yi, rows, K, s, m, buf, mxs);                            \
+}
+#if PW_X86
+#define PW_SMAX_DISPATCH(SUF)                                                              \
+    int isa = pw_isa();                                                                    \
+    if (isa == 2) { pw_softmax_args_##SUF##512(out, yi, rows, K, s, m, buf, mxs); return; } \
+    if (isa == 1) { pw_softmax_args_##SUF##256(out, yi, rows, K, s, m, buf, mxs); return; }
+#else
+#define PW_SMAX_DISPATCH(SUF)
+#endif
+PW_SMAX_SCALAR(double, d)
+PW_SMAX_SCALAR(float, s)
+
+/* For tests (ctypes): the arguments through the active class (scalar: 1, its reference). */
+PW_EXPORT void pw_softmax_args_x(const void* out, const int* yi, int rows, int K, double s,
+                                 double m, double* buf, double* mxs, int is_double,
+                                 int scalar) {
+    if (is_double)
+        (scalar ? pw_softmax_args_d0 : pw_softmax_args_d)((const double*)out, yi, rows, K,
+                                                          s, m, buf, mxs);
+    else
+        (scalar ? pw_softmax_args_s0 : pw_softmax_args_s)((const float*)out, yi, rows, K,
+                                                          s, m, buf, mxs);
+}
+
+
 #endif
