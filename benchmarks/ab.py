@@ -216,6 +216,8 @@ def main(argv=None):
     ap.add_argument("--base-commit", help="commit of the baseline when its folder is not a "
                                           "git checkout (e.g. a git archive)")
     ap.add_argument("--new", default=str(ROOT / "src"), help="src folder of the new build")
+    ap.add_argument("--new-commit", help="commit of the new build when its folder is not a "
+                                         "git checkout (e.g. a copy of src)")
     ap.add_argument("--isa", default="auto", help="comma-separated: auto, avx2")
     ap.add_argument("--cases", default="mnist,cifar,tiny")
     ap.add_argument("--dtypes", default=",".join(DTYPES))
@@ -244,9 +246,9 @@ def main(argv=None):
         record = {
             "cpu_class": cls, "cpu": info, "isa_requested": isa,
             "date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S"),
-            "builds": {k: {"src": portable(v, "BASE_SRC"),
-                           "commit": (args.base_commit if k == "before" and args.base_commit
-                                      else commit_of(v))}
+            "builds": {k: {"src": portable(v, "BASE_SRC" if k == "before" else "NEW_SRC"),
+                           "commit": ({"before": args.base_commit,
+                                       "after": args.new_commit}[k] or commit_of(v))}
                        for k, v in builds.items()},
             "command": "python benchmarks/ab.py " + " ".join(
                 portable(a) if os.path.isabs(a) else a for a in (argv or sys.argv[1:])),
