@@ -1,8 +1,15 @@
+import functools
+import json
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+
+#: POSWISE_ISA values and the class code each selects (pw_active_isa).
+ISAS = {"avx512": 2, "avx2": 1, "none": 0}
 
 
 def rel_err(a, b):
@@ -44,3 +51,35 @@ def isolate_downloads(monkeypatch, tmp_path):
     monkeypatch.setenv("no_proxy", "127.0.0.1,localhost")
     monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg-cache"))
+
+
+def isa_env(isa):
+    """The environment of a child process with ``POSWISE_ISA=isa`` (read once per
+    process) that imports the package under test."""
+    from poswise._kernels import _core
+    src = str(Path(_core.__file__).resolve().parents[2])
+    return dict(os.environ, POSWISE_ISA=isa,
+                PYTHONPATH=src + os.pathsep + os.environ.get("PYTHONPATH", ""))
+
+
+def run_isa_child(code, isa, stdin=None, timeout=300):
+    """Run ``code`` in a fresh interpreter with ``isa_env(isa)``; return its last line of
+    output, parsed as JSON."""
+    env = isa_env(isa)
+    res = subprocess.run([sys.executable, "-c", code], input=stdin, env=env,
+                         capture_output=True, text=True, timeout=timeout)
+    assert res.returncode == 0, res.stderr
+    return json.loads(res.stdout.strip().splitlines()[-1])
+
+
+@functools.cache
+def best_isa():
+    """The best class this CPU has (what POSWISE_ISA=auto selects)."""
+    return run_isa_child("import ctypes; from poswise._kernels import _core; "
+                         "print(ctypes.CDLL(_core.__file__).pw_active_isa())", "auto")
+
+
+def skip_unless_isa(isa):
+    """Skip the test when this CPU lacks the class ``isa`` (a key of ISAS)."""
+    if ISAS[isa] > best_isa():
+        pytest.skip(f"this CPU does not have {isa}")

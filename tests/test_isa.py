@@ -9,19 +9,12 @@ a half vector (e.g. 3, 11, 20 outputs), and the gradient kernel's outputs in one
 (up to 24 on AVX-512, 12 on AVX2), two and three groups (27, 32 outputs); 203
 rows give a ragged last chunk of the gradient's 64-row chunks.
 """
-import functools
-import json
-import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
-from poswise._kernels import _core
-
-SRC = str(Path(_core.__file__).resolve().parents[2])
-ISAS = {"avx512": 2, "avx2": 1, "none": 0}
+from conftest import ISAS, best_isa, isa_env, run_isa_child, skip_unless_isa
 
 CHILD = r"""
 import ctypes, json, sys
@@ -60,27 +53,10 @@ print(json.dumps(out))
 """
 
 
-@functools.cache
-def _cpu_isa():
-    """The best class this CPU has (what POSWISE_ISA=auto selects)."""
-    return _run("auto")["isa"]
-
-
-def _run(isa):
-    env = dict(os.environ, POSWISE_ISA=isa,
-               PYTHONPATH=SRC + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    res = subprocess.run([sys.executable, "-c", CHILD], env=env, capture_output=True,
-                         text=True, timeout=300)
-    assert res.returncode == 0, res.stderr
-    return json.loads(res.stdout.strip().splitlines()[-1])
-
-
 @pytest.mark.parametrize("isa", sorted(ISAS))
 def test_each_cpu_class_matches_numpy(isa):
-    best = _cpu_isa()
-    if ISAS[isa] > best:
-        pytest.skip(f"this CPU does not have {isa}")
-    out = _run(isa)
+    skip_unless_isa(isa)
+    out = run_isa_child(CHILD, isa)
     assert out["isa"] == ISAS[isa]
     assert out["supported"] == (ISAS[isa] > 0)
     if ISAS[isa] == 0:
@@ -92,12 +68,11 @@ def test_each_cpu_class_matches_numpy(isa):
 
 
 def test_unknown_isa_falls_back_to_auto_with_a_message():
-    env = dict(os.environ, POSWISE_ISA="sse9",
-               PYTHONPATH=SRC + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    env = isa_env("sse9")
     code = ("import ctypes; from poswise._kernels import _core; "
             "print(ctypes.CDLL(_core.__file__).pw_active_isa())")
     res = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
                          text=True, timeout=60)
     assert res.returncode == 0
-    assert int(res.stdout) == _cpu_isa()
+    assert int(res.stdout) == best_isa()
     assert "POSWISE_ISA" in res.stderr and "sse9" in res.stderr

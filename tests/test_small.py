@@ -11,18 +11,10 @@ element in natural order with one fused multiply-add per term), and the gradient
 in blocks of rows with accumulation must equal the gradient in one call, bit for bit.
 """
 import functools
-import json
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
-from poswise._kernels import _core
-
-SRC = str(Path(_core.__file__).resolve().parents[2])
-ISAS = {"avx512": 2, "avx2": 1, "none": 0}
+from conftest import ISAS, best_isa, run_isa_child, skip_unless_isa
 
 CHILD = r"""
 import ctypes, hashlib, json
@@ -103,19 +95,12 @@ print(json.dumps(out))
 
 @functools.cache
 def _run(isa):
-    env = dict(os.environ, POSWISE_ISA=isa,
-               PYTHONPATH=SRC + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    res = subprocess.run([sys.executable, "-c", CHILD], env=env, capture_output=True,
-                         text=True, timeout=300)
-    assert res.returncode == 0, res.stderr
-    return json.loads(res.stdout.strip().splitlines()[-1])
+    return run_isa_child(CHILD, isa)
 
 
 @pytest.mark.parametrize("isa", sorted(ISAS))
 def test_small_products_each_cpu_class(isa):
-    best = _run("auto")["isa"]
-    if ISAS[isa] > best:
-        pytest.skip(f"this CPU does not have {isa}")
+    skip_unless_isa(isa)
     out = _run(isa)
     assert out["isa"] == ISAS[isa]
     taken = 0
@@ -134,7 +119,7 @@ def test_small_products_each_cpu_class(isa):
         assert err <= tol, (kind, isd, rows, p, m, trans, err)
         assert flag, (kind, isd, rows, p, m, trans)   # untouched rows / block-free bits
     assert ISAS[isa] == 0 or taken > 100
-    if ISAS[isa] == 1 and best == 2:
+    if ISAS[isa] == 1 and best_isa() == 2:
         # the same bits on both classes, wherever both took the product
         both = [(a[:6], a[9], b[9]) for a, b in zip(out["cases"], _run("avx512")["cases"])
                 if a[6] and b[6]]

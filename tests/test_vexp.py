@@ -5,15 +5,11 @@ elements the header hands to libm). Each CPU class runs in a subprocess (POSWISE
 read once per process); AVX-512 and AVX2 must give the same bits, the class without
 either must give libm's.
 """
-import ctypes
 import decimal
 import functools
 import importlib.util
 import json
 import math
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -21,12 +17,10 @@ import pytest
 
 import poswise
 from poswise._kernels import _core
-from conftest import rel_err
+from conftest import ISAS, best_isa, rel_err, run_isa_child, skip_unless_isa
 
 KERNELS = Path(_core.__file__).resolve().parent
-SRC = str(KERNELS.parents[1])
 GEN = Path(__file__).resolve().parents[1] / "scripts" / "gen_exp_table.py"
-ISAS = {"avx512": 2, "avx2": 1, "none": 0}
 VMAX = 704.0          # PW_EXP_VMAX: beyond it (and for inf and NaN) libm's exp
 LN2 = math.log(2.0)
 
@@ -71,12 +65,7 @@ SPECIAL = [0.0, -0.0, 5e-324, -5e-324, 1e-300, VMAX, -VMAX, 704.5, -704.5, 709.7
 @functools.cache
 def _run(isa):
     x = list(map(float, _points())) + SPECIAL
-    env = dict(os.environ, POSWISE_ISA=isa,
-               PYTHONPATH=SRC + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    res = subprocess.run([sys.executable, "-c", CHILD], input=json.dumps(x), env=env,
-                         capture_output=True, text=True, timeout=120)
-    assert res.returncode == 0, res.stderr
-    out = json.loads(res.stdout.strip().splitlines()[-1])
+    out = run_isa_child(CHILD, isa, stdin=json.dumps(x), timeout=120)
     out["x"] = np.array(x)
     out["y"] = np.array(out["bits"], dtype=np.uint64).view(np.float64)
     return out
@@ -105,9 +94,7 @@ def test_table_is_what_the_generator_prints():
 
 @pytest.mark.parametrize("isa", sorted(ISAS))
 def test_exp_each_cpu_class(isa):
-    best = _run("auto")["isa"]
-    if ISAS[isa] > best:
-        pytest.skip(f"this CPU does not have {isa}")
+    skip_unless_isa(isa)
     out = _run(isa)
     assert out["isa"] == ISAS[isa]
     x, y = out["x"], out["y"]
@@ -121,7 +108,7 @@ def test_exp_each_cpu_class(isa):
     assert err.max() <= 0.52, (x[:n][err.argmax()], err.max())
     for r in out["ragged"]:
         assert r["same"] and r["guard"]
-    if ISAS[isa] == 1 and best == 2:
+    if ISAS[isa] == 1 and best_isa() == 2:
         # the same operations in the same order: the two classes agree bit for bit
         np.testing.assert_array_equal(out["bits"], _run("avx512")["bits"])
 
@@ -213,14 +200,7 @@ print(json.dumps({"isa": lib.pw_active_isa(), "bad": bad, "n": n}))
 def test_softmax_arguments_each_cpu_class(isa):
     """The vectorised arguments of the softmax's exps (logits with the margin on the label,
     minus the row's maximum) give the scalar loop's bits, which are numpy's."""
-    best = _run("auto")["isa"]
-    if ISAS[isa] > best:
-        pytest.skip(f"this CPU does not have {isa}")
-    env = dict(os.environ, POSWISE_ISA=isa,
-               PYTHONPATH=SRC + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    res = subprocess.run([sys.executable, "-c", ARGS_CHILD], env=env, capture_output=True,
-                         text=True, timeout=120)
-    assert res.returncode == 0, res.stderr
-    out = json.loads(res.stdout.strip().splitlines()[-1])
+    skip_unless_isa(isa)
+    out = run_isa_child(ARGS_CHILD, isa, timeout=120)
     assert out["isa"] == ISAS[isa]
     assert out["n"] > 100 and out["bad"] == []

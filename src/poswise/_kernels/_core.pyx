@@ -348,42 +348,27 @@ cdef void _mul_act_deriv(floating* D, const floating* A, Py_ssize_t count, int a
             D[i] = D[i] * (a * (1 - a))
 
 
-cdef inline double _softmax_args(const floating* row, Py_ssize_t yk, double s, double m,
-                                 Py_ssize_t k0, Py_ssize_t k1, double* buf, bint find_max,
-                                 double mx) noexcept nogil:
-    """The logits s (row[k] - m [k = yk]) of k0 <= k < k1: with ``find_max``, their maximum
-    (and, if ``buf`` is not NULL, buf[k - k0] := logit - maximum); otherwise
-    buf[k - k0] := logit - mx. The arguments of the softmax's exps."""
-    # the margin as (k == yk) * m, not a branch: the label's position is random, so a
-    # branch mispredicts once per row. Two running maxima: a single one is a chain of
-    # dependent max operations (the maximum is exact, so its order does not matter).
+cdef inline double _softmax_max(const floating* row, Py_ssize_t yk, double s, double m,
+                                Py_ssize_t K) noexcept nogil:
+    """The largest logit s (row[k] - m [k = yk]) of a row (wide rows; blocks of narrower
+    rows go through pw_softmax_args of _vexp.h, the same operations)."""
     cdef Py_ssize_t k
-    cdef double z0, z1, mx1
-    if find_max:
-        mx = -1e300
-        mx1 = -1e300
-        k = k0
-        while k + 1 < k1:
-            z0 = s * (row[k] - (k == yk) * m)
-            z1 = s * (row[k + 1] - (k + 1 == yk) * m)
-            if z0 > mx:
-                mx = z0
-            if z1 > mx1:
-                mx1 = z1
-            k += 2
-        if k < k1:
-            z0 = s * (row[k] - (k == yk) * m)
-            if z0 > mx:
-                mx = z0
-        if mx1 > mx:
-            mx = mx1
-        if buf == NULL:
-            return mx
-    # the logits again rather than stored and read back: a vector load of two scalar
-    # stores cannot be forwarded from the store buffer (measured: 2x the softmax's time)
-    for k in range(k0, k1):
-        buf[k - k0] = s * (row[k] - (k == yk) * m) - mx
+    cdef double z, mx = -1e300
+    for k in range(K):
+        z = s * (row[k] - (m if k == yk else 0.0))
+        if z > mx:
+            mx = z
     return mx
+
+
+cdef inline void _softmax_args(const floating* row, Py_ssize_t yk, double s, double m,
+                               Py_ssize_t k0, Py_ssize_t k1, double mx,
+                               double* buf) noexcept nogil:
+    """buf[k - k0] := s (row[k] - m [k = yk]) - mx for k0 <= k < k1: the arguments of the
+    softmax's exps for a chunk of a wide row."""
+    cdef Py_ssize_t k
+    for k in range(k0, k1):
+        buf[k - k0] = s * (row[k] - (m if k == yk else 0.0)) - mx
 
 
 cdef inline double _softmax_loss(Net* net, const floating* row, Py_ssize_t i, double s,
@@ -408,16 +393,15 @@ cdef inline void _softmax_delta(Net* net, floating* drow, Py_ssize_t i, double s
 
 
 cdef inline double _softmax_row(Net* net, const floating* row, floating* drow, Py_ssize_t i,
-                                double s, double m, double mx, const double* e,
-                                Py_ssize_t k0, Py_ssize_t k1, double invN) noexcept nogil:
-    """Row i's loss from its exps e (all K of them) and, if ``drow`` is not NULL, its
-    errors."""
+                                double s, double m, double mx, const double* e, Py_ssize_t K,
+                                double invN) noexcept nogil:
+    """Row i's loss from its K exps e and, if ``drow`` is not NULL, its errors."""
     cdef Py_ssize_t k
     cdef double ssum = 0.0
-    for k in range(k1 - k0):
+    for k in range(K):
         ssum += e[k]
     if drow != NULL:
-        _softmax_delta(net, drow, i, s, ssum, e, k0, k1, invN)
+        _softmax_delta(net, drow, i, s, ssum, e, 0, K, invN)
     if net.noloss:
         return 0.0
     return _softmax_loss(net, row, i, s, m, mx, ssum)
@@ -496,19 +480,19 @@ cdef double _loss_delta(Net* net, floating* out, floating* delta) noexcept nogil
                     i = i0 + r
                     total += _softmax_row(net, out + i * K,
                                           delta + i * K if delta != NULL else NULL, i,
-                                          s, m, mxs[r], ebuf + r * K, 0, K, invN)
+                                          s, m, mxs[r], ebuf + r * K, K, invN)
                 i0 += rows
         else:
             # wide outputs: each row in chunks, its exps taken twice (sum, then errors)
             for i in range(N):
                 row = out + i * K
                 yk = net.yi[i]
-                mx = _softmax_args(row, yk, s, m, 0, K, NULL, True, 0.0)
+                mx = _softmax_max(row, yk, s, m, K)
                 ssum = 0.0
                 k0 = 0
                 while k0 < K:
                     k1 = K if K - k0 <= SOFTMAX_CHUNK else k0 + SOFTMAX_CHUNK
-                    _softmax_args(row, yk, s, m, k0, k1, ebuf, False, mx)
+                    _softmax_args(row, yk, s, m, k0, k1, mx, ebuf)
                     pw_vexp(ebuf, k1 - k0)
                     for k in range(k1 - k0):
                         ssum += ebuf[k]
@@ -519,7 +503,7 @@ cdef double _loss_delta(Net* net, floating* out, floating* delta) noexcept nogil
                     k0 = 0
                     while k0 < K:
                         k1 = K if K - k0 <= SOFTMAX_CHUNK else k0 + SOFTMAX_CHUNK
-                        _softmax_args(row, yk, s, m, k0, k1, ebuf, False, mx)
+                        _softmax_args(row, yk, s, m, k0, k1, mx, ebuf)
                         pw_vexp(ebuf, k1 - k0)
                         _softmax_delta(net, delta + i * K, i, s, ssum, ebuf, k0, k1, invN)
                         k0 = k1

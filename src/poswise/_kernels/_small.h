@@ -21,7 +21,8 @@
  * past a row stays inside the call's rows (the next row's store overwrites it); the rows
  * near the end go through a buffer, so no call reads or writes outside its own rows.
  * Without a vector class (pw_isa() == 0) or for wider layers the functions return 0 and
- * the caller uses BLAS.
+ * the caller uses BLAS; so does pw_small_tn for more than 4 vectors of columns (AVX2
+ * float64 beyond 16), where only 2 outputs' accumulators fit the registers per pass.
  */
 #ifndef POSWISE_SMALL_H
 #define POSWISE_SMALL_H
