@@ -17,9 +17,13 @@
  * Every element is one sum in the natural order (k ascending, rows ascending), one fused
  * multiply-add per term, so the results do not depend on the blocks of rows (pw_small_tn
  * with accumulation continues each sum where the previous block left it) nor on the class
- * (AVX-512 and AVX2 give the same bits). Rows are stored with full vectors while the spill
- * past a row stays inside the call's rows (the next row's store overwrites it); the rows
- * near the end go through a buffer, so no call reads or writes outside its own rows.
+ * (AVX-512 and AVX2 give the same bits, so an AVX-512 CPU takes the 256-bit kernels
+ * where the vectors run across at most 32 bytes: 8 float32 or 4 float64 lanes; on CPUs
+ * that run 512-bit operations on 256-bit units, such as AMD Zen 4, a 512-bit vector of
+ * 7 float32 outputs costs twice the 256-bit one). Rows are stored with full vectors
+ * while the spill past a row stays inside the call's rows (the next row's store
+ * overwrites it); the rows near the end go through a buffer, so no call reads or writes
+ * outside its own rows.
  * Without a vector class (pw_isa() == 0) or for wider layers the functions return 0 and
  * the caller uses BLAS; so does pw_small_tn for more than 4 vectors of columns (AVX2
  * float64 beyond 16), where only 2 outputs' accumulators fit the registers per pass.
@@ -195,6 +199,7 @@ static int pw_small_mm_##SUF(const T* A, int rows, int p, const T* W, int trans,
     T Bb[PW_SMALL_MAX] __attribute__((aligned(64)));                                       \
     int isa = pw_isa(), VL, NV, k, j;                                                      \
     if (isa == 0 || p > PW_SMALL_MAX || m > PW_SMALL_MAX || p < 1 || m < 1) return 0;      \
+    if (isa == 2 && m * (int)sizeof(T) <= 32) isa = 1;   /* one half vector is enough */   \
     VL = (isa == 2 ? 64 : 32) / (int)sizeof(T);                                            \
     NV = (m + VL - 1) / VL;                                                                \
     for (k = 0; k < p; k++)                                                                \
@@ -219,6 +224,7 @@ static int pw_small_tn_##SUF(const T* A, int rows, int p, const T* Dm, int m, T*
     T Gp[PW_SMALL_MAX * PW_SMALL_MAX] __attribute__((aligned(64)));                        \
     int isa = pw_isa(), VL, NV, k, j;                                                      \
     if (isa == 0 || p > PW_SMALL_MAX || m > PW_SMALL_MAX || p < 1 || m < 1) return 0;      \
+    if (isa == 2 && p * (int)sizeof(T) <= 32) isa = 1;   /* one half vector is enough */   \
     VL = (isa == 2 ? 64 : 32) / (int)sizeof(T);                                            \
     NV = (p + VL - 1) / VL;                                                                \
     if (NV > 4) return 0;       /* JG <= 2 outputs per pass over the rows: BLAS is faster */ \
