@@ -92,6 +92,12 @@ cdef extern from "_vexp.h" nogil:
                            double m, double* buf, double* mxs)
     void pw_softmax_args_s(const float* out, const int* yi, int rows, int K, double s,
                            double m, double* buf, double* mxs)
+    double pw_softmax_max_d(const double* x, int yk, int K, double s, double m)
+    double pw_softmax_max_s(const float* x, int yk, int K, double s, double m)
+    void pw_softmax_chunk_d(const double* x, int yk, int k0, int k1, double s, double m,
+                            double mx, double* buf)
+    void pw_softmax_chunk_s(const float* x, int yk, int k0, int k1, double s, double m,
+                            double mx, double* buf)
 
 cdef extern from "_rules.h" nogil:
     ctypedef struct pw_rule:
@@ -348,27 +354,14 @@ cdef void _mul_act_deriv(floating* D, const floating* A, Py_ssize_t count, int a
             D[i] = D[i] * (a * (1 - a))
 
 
-cdef inline double _softmax_max(const floating* row, Py_ssize_t yk, double s, double m,
-                                Py_ssize_t K) noexcept nogil:
-    """The largest logit s (row[k] - m [k = yk]) of a row (wide rows; blocks of narrower
-    rows go through pw_softmax_args of _vexp.h, the same operations)."""
-    cdef Py_ssize_t k
-    cdef double z, mx = -1e300
-    for k in range(K):
-        z = s * (row[k] - (m if k == yk else 0.0))
-        if z > mx:
-            mx = z
-    return mx
-
-
-cdef inline void _softmax_args(const floating* row, Py_ssize_t yk, double s, double m,
-                               Py_ssize_t k0, Py_ssize_t k1, double mx,
-                               double* buf) noexcept nogil:
+cdef inline void _softmax_args(const floating* row, int yk, double s, double m, int k0,
+                               int k1, double mx, double* buf) noexcept nogil:
     """buf[k - k0] := s (row[k] - m [k = yk]) - mx for k0 <= k < k1: the arguments of the
-    softmax's exps for a chunk of a wide row."""
-    cdef Py_ssize_t k
-    for k in range(k0, k1):
-        buf[k - k0] = s * (row[k] - (m if k == yk else 0.0)) - mx
+    softmax's exps for a chunk of a wide row (_vexp.h's scalar loop)."""
+    if floating is double:
+        pw_softmax_chunk_d(row, yk, k0, k1, s, m, mx, buf)
+    else:
+        pw_softmax_chunk_s(row, yk, k0, k1, s, m, mx, buf)
 
 
 cdef inline double _softmax_loss(Net* net, const floating* row, Py_ssize_t i, double s,
@@ -487,12 +480,15 @@ cdef double _loss_delta(Net* net, floating* out, floating* delta) noexcept nogil
             for i in range(N):
                 row = out + i * K
                 yk = net.yi[i]
-                mx = _softmax_max(row, yk, s, m, K)
+                if floating is double:
+                    mx = pw_softmax_max_d(row, <int>yk, K, s, m)
+                else:
+                    mx = pw_softmax_max_s(row, <int>yk, K, s, m)
                 ssum = 0.0
                 k0 = 0
                 while k0 < K:
                     k1 = K if K - k0 <= SOFTMAX_CHUNK else k0 + SOFTMAX_CHUNK
-                    _softmax_args(row, yk, s, m, k0, k1, mx, ebuf)
+                    _softmax_args(row, <int>yk, s, m, <int>k0, <int>k1, mx, ebuf)
                     pw_vexp(ebuf, k1 - k0)
                     for k in range(k1 - k0):
                         ssum += ebuf[k]
@@ -503,7 +499,7 @@ cdef double _loss_delta(Net* net, floating* out, floating* delta) noexcept nogil
                     k0 = 0
                     while k0 < K:
                         k1 = K if K - k0 <= SOFTMAX_CHUNK else k0 + SOFTMAX_CHUNK
-                        _softmax_args(row, yk, s, m, k0, k1, mx, ebuf)
+                        _softmax_args(row, <int>yk, s, m, <int>k0, <int>k1, mx, ebuf)
                         pw_vexp(ebuf, k1 - k0)
                         _softmax_delta(net, delta + i * K, i, s, ssum, ebuf, k0, k1, invN)
                         k0 = k1
@@ -556,6 +552,7 @@ cdef double _forward(Net* net, int start, floating lr_type_tag) noexcept nogil:
         nout = net.n[l + 1]
         src = <floating*>net.A[l]
         dst = <floating*>net.A[l + 1] if l < L - 1 else <floating*>net.out
+        act = net.act if l < L - 1 else ACT_IDENTITY
         if l == L - 1 and net.loss == LOSS_AM_SOFTMAX:
             _normalize_rows(<floating*>net.W[l], <floating*>net.what, net.wnorm, nout, nin)
             _normalize_rows(src, <floating*>net.ahat, net.anorm, N, nin)
@@ -575,13 +572,11 @@ cdef double _forward(Net* net, int start, floating lr_type_tag) noexcept nogil:
                  <floating*>net.C, net.ncols, <floating>1, dst, nout)
         else:
             # bias and ReLU (or the output layer's bias) inside the narrow-layer kernel
-            act = net.act if l < L - 1 else ACT_IDENTITY
             fuse = act == ACT_RELU or act == ACT_IDENTITY
             if _prod(src, N, nin, <floating*>net.W[l], True, nout, dst,
                      <floating*>net.b[l] if fuse else NULL, NULL, act == ACT_RELU) and fuse:
                 continue
-        _bias_act(dst, <floating*>net.b[l], N, nout,
-                  net.act if l < L - 1 else ACT_IDENTITY, net.leak)
+        _bias_act(dst, <floating*>net.b[l], N, nout, act, net.leak)
     return _loss_delta(net, <floating*>net.out,
                        <floating*>net.D[L - 1] if net.D != NULL else NULL)
 

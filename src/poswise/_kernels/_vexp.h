@@ -309,21 +309,30 @@ PW_SMAX_256(float, s, _mm256_cvtps_pd(_mm_maskload_ps(x + k, _mm256_castsi256_si
     _mm256_permutevar8x32_epi32(on, _mm256_set_epi32(7, 7, 7, 7, 6, 4, 2, 0))))))
 #endif
 
-/* The scalar loop: every class's reference, and the path without vector classes. */
+/* The scalar loop, per row and chunk of a row: every class's reference, the path without
+ * vector classes, and the rows wider than a block (_core.pyx takes them in chunks). */
 #define PW_SMAX_SCALAR(T, SUF)                                                             \
+static double pw_softmax_max_##SUF(const T* x, int yk, int K, double s, double m) {        \
+    double mx = -1e300, z;                                                                 \
+    int k;                                                                                 \
+    for (k = 0; k < K; k++) {                                                              \
+        z = s * ((double)x[k] - (k == yk ? m : 0.0));                                      \
+        if (z > mx) mx = z;                                                                \
+    }                                                                                      \
+    return mx;                                                                             \
+}                                                                                          \
+static void pw_softmax_chunk_##SUF(const T* x, int yk, int k0, int k1, double s, double m,  \
+                                   double mx, double* buf) {                               \
+    int k;                                                                                 \
+    for (k = k0; k < k1; k++) buf[k - k0] = s * ((double)x[k] - (k == yk ? m : 0.0)) - mx; \
+}                                                                                          \
 static void pw_softmax_args_##SUF##0(const T* out, const int* yi, int rows, int K,         \
                                      double s, double m, double* buf, double* mxs) {       \
-    int r, k;                                                                              \
+    int r;                                                                                 \
     for (r = 0; r < rows; r++) {                                                           \
         const T* x = out + (size_t)r * K;                                                  \
-        double mx = -1e300, z;                                                             \
-        for (k = 0; k < K; k++) {                                                          \
-            z = s * ((double)x[k] - (k == yi[r] ? m : 0.0));                               \
-            if (z > mx) mx = z;                                                            \
-        }                                                                                  \
-        mxs[r] = mx;                                                                       \
-        for (k = 0; k < K; k++)                                                            \
-            buf[(size_t)r * K + k] = s * ((double)x[k] - (k == yi[r] ? m : 0.0)) - mx;     \
+        mxs[r] = pw_softmax_max_##SUF(x, yi[r], K, s, m);                                  \
+        pw_softmax_chunk_##SUF(x, yi[r], 0, K, s, m, mxs[r], buf + (size_t)r * K);          \
     }                                                                                      \
 }                                                                                          \
 static void pw_softmax_args_##SUF(const T* out, const int* yi, int rows, int K, double s,  \
