@@ -76,3 +76,68 @@ def test_unknown_isa_falls_back_to_auto_with_a_message():
     assert res.returncode == 0
     assert int(res.stdout) == best_isa()
     assert "POSWISE_ISA" in res.stderr and "sse9" in res.stderr
+
+
+PRODUCTS_CHILD = r"""
+import ctypes, hashlib, json
+import numpy as np
+from poswise._kernels import _core
+
+lib = ctypes.CDLL(_core.__file__)
+lib.pw_cache_size.restype = ctypes.c_long
+l2 = lib.pw_cache_size(2)
+fn = lib.pw_first_x
+P = ctypes.c_void_p
+fn.argtypes = [ctypes.c_int, ctypes.c_int, P, ctypes.c_int, ctypes.c_int, P, ctypes.c_int,
+               ctypes.c_int, P, ctypes.c_int]
+out = {"isa": lib.pw_active_isa(), "hash": {}, "err": {}}
+rng = np.random.default_rng(7)
+for dtype in (np.float64, np.float32):
+    size = np.dtype(dtype).itemsize
+    # (rows, columns): ragged row blocks and column tails; the last shape's X outgrows two
+    # level-2 caches (the gradient's other loop order)
+    big = 3 * l2 // (401 * size) + 1
+    for N, D in ((203, 37), (25, 300), (1000, 300), (big, 401)):
+        X = rng.standard_normal((N, D)).astype(dtype)
+        for n1 in (1, 4, 5, 9, 13, 20, 24, 29, 32):
+            if N == big and n1 not in (5, 20):
+                continue
+            NP = -(-n1 * size // 64) * 64 // size
+            WT = np.full((D, NP), np.nan, dtype=dtype)       # padding lanes: never output
+            WT[:, :n1] = rng.standard_normal((D, n1))
+            Dl = rng.standard_normal((N, n1)).astype(dtype)
+            ref = {0: X.astype(float) @ WT[:, :n1].astype(float),
+                   1: Dl.T.astype(float) @ X.astype(float)}
+            for grad in (0, 1):
+                for threads in (1, 3):
+                    res = np.full((n1, D) if grad else (N, n1), np.nan, dtype=dtype)
+                    fn(int(size == 8), grad, X.ctypes.data, N, D,
+                       (Dl if grad else WT).ctypes.data, NP, n1, res.ctypes.data, threads)
+                    key = f"{np.dtype(dtype).name}-{N}x{D}-{n1}-{grad}-{threads}"
+                    out["hash"][key] = hashlib.sha256(res.tobytes()).hexdigest()
+                    out["err"][key] = float(np.max(np.abs(res - ref[grad]))
+                                            / np.max(np.abs(ref[grad])))
+print(json.dumps(out))
+"""
+
+
+def test_first_layer_products_same_bits_on_every_class():
+    """The first layer's forward and gradient products on every class this CPU has: close
+    to numpy, and bit for bit the same across classes and thread counts (every element is
+    one natural-order FMA sum, whatever the kernel's register blocks, chunks or loop order:
+    AVX-512's blocks and AVX2's chunks differ). The padding lanes of WT hold NaN and never
+    reach an output."""
+    classes = [isa for isa in ("avx512", "avx2") if ISAS[isa] <= best_isa()]
+    if not classes:
+        pytest.skip("this CPU has no class of the direct kernels")
+    outs = {isa: run_isa_child(PRODUCTS_CHILD, isa) for isa in classes}
+    first = outs[classes[0]]
+    for isa, out in outs.items():
+        assert out["isa"] == ISAS[isa]
+        for key, err in out["err"].items():
+            tol = 1e-12 if key.startswith("float64") else 2e-6
+            assert err <= tol, (isa, key, err)
+        assert out["hash"] == first["hash"], isa
+        for key, h in out["hash"].items():          # threads 1 and 3: same bits
+            if key.endswith("-3"):
+                assert h == out["hash"][key[:-1] + "1"], (isa, key)

@@ -421,6 +421,35 @@ PW_INLINE void NAME##_fwd(const T* X, int D, const T* WT, int NP, T* Z, int n1, 
     }                                                                                      \
 }                                                                                          \
                                                                                            \
+/* NC output vectors from vector c0 on (at most 3), RB rows from x (RB * NC <= 12), the     \
+ * NC weight vectors held in registers: per k, NC loads and RB broadcasts for RB * NC FMAs  \
+ * (the AVX2 chunks of NAME##_fwd_chunks; same sums, same order as NAME##_fwd). PF: also   \
+ * prefetch the next RB rows (the first chunk, which brings the rows in from memory). */   \
+PW_INLINE void NAME##_fwdc(const T* x, int D, const T* WT, int NP, T* Z, int n1, int c0,   \
+                           const int NC, const int RB, const int PF) {                    \
+    V acc[12][3];                                                                          \
+    T tmp[3 * VL];                                                                         \
+    const T* w = WT + c0 * VL;                                                             \
+    int k, r, v, m = n1 - c0 * VL < NC * VL ? n1 - c0 * VL : NC * VL;                      \
+    for (r = 0; r < RB; r++)                                                               \
+        for (v = 0; v < NC; v++) acc[r][v] = (V){0};                                       \
+    for (k = 0; k < D; k++, w += NP) {                                                     \
+        V wv[3];                                                                           \
+        for (v = 0; v < NC; v++) wv[v] = *(const VU*)(w + v * VL);                         \
+        if (PF && (k & (int)(64 / sizeof(T) - 1)) == 0)                                    \
+            for (r = 0; r < RB; r++)                                                       \
+                __builtin_prefetch(x + (size_t)(r + RB) * D + k, 0, 3);                    \
+        for (r = 0; r < RB; r++) {                                                         \
+            T b = x[(size_t)r * D + k];                                                    \
+            for (v = 0; v < NC; v++) acc[r][v] += b * wv[v];                               \
+        }                                                                                  \
+    }                                                                                      \
+    for (r = 0; r < RB; r++) {                                                             \
+        for (v = 0; v < NC; v++) *(VU*)(tmp + v * VL) = acc[r][v];                         \
+        memcpy(Z + (size_t)r * n1 + c0 * VL, tmp, (size_t)m * sizeof(T));                 \
+    }                                                                                      \
+}                                                                                          \
+                                                                                           \
 /* G[j0:j0+JB, k:k+VL] (G is n1 x D) += sum over R rows i of d_ij x_i[k:k+VL], for one   \
  * group of JB outputs and one vector of columns: the JB accumulators stay in registers    \
  * over the R rows (one load and store of G per R rows) and the rows are the inner loop,  \
@@ -444,6 +473,40 @@ PW_INLINE void NAME##_bwdv(const T* x, int D, const T* d, int n1, T* G, int k, i
     }                                                                                      \
     _Pragma("GCC unroll 32")                                                               \
     for (jj = 0; jj < JB; jj++) *(VU*)(G + (size_t)(j0 + jj) * D + k) = acc[jj];          \
+}                                                                                          \
+                                                                                           \
+/* G[j0:j0+JB, k:k+MC*VL] += sum over R rows i of d_ij x_i[k:k+MC*VL]: JB outputs (at     \
+ * most 4) x MC vectors of columns (at most 3) of accumulators, per row MC loads of X and   \
+ * JB broadcasts for JB * MC FMAs (the AVX2 gradient; NAME##_bwdv loads one vector and JB  \
+ * broadcasts per JB FMAs). Same sums, same order (rows ascending from G's value). PF: the \
+ * first group of a chunk prefetches each row PW_GPF256 elements ahead into L1 and the same \
+ * columns of the next chunk's rows into L2. */                                            \
+PW_INLINE void NAME##_bwdm(const T* x, int D, const T* d, int n1, T* G, int k, int R,     \
+                           int j0, const int JB, const int MC, const int PF) {            \
+    int jj, m, r;                                                                          \
+    V acc[4][3];                                                                           \
+    for (jj = 0; jj < JB; jj++)                                                            \
+        for (m = 0; m < MC; m++)                                                           \
+            acc[jj][m] = *(const VU*)(G + (size_t)(j0 + jj) * D + k + m * VL);             \
+    for (r = 0; r < R; r++) {                                                              \
+        const T* xr = x + (size_t)r * D + k;                                               \
+        const T* dr = d + (size_t)r * n1 + j0;                                             \
+        V xv[3];                                                                           \
+        for (m = 0; m < MC; m++) xv[m] = *(const VU*)(xr + m * VL);                        \
+        if (PF) {                                                                          \
+            __builtin_prefetch(xr + PW_GPF256, 0, 3);                                      \
+            __builtin_prefetch(xr + PW_GPF256 + MC * VL - 1, 0, 3);                        \
+            __builtin_prefetch(xr + (size_t)R * D, 0, 2);                                  \
+            __builtin_prefetch(xr + (size_t)R * D + MC * VL - 1, 0, 2);                    \
+        }                                                                                  \
+        for (jj = 0; jj < JB; jj++) {                                                      \
+            T b = dr[jj];                                                                  \
+            for (m = 0; m < MC; m++) acc[jj][m] += b * xv[m];                              \
+        }                                                                                  \
+    }                                                                                      \
+    for (jj = 0; jj < JB; jj++)                                                            \
+        for (m = 0; m < MC; m++)                                                           \
+            *(VU*)(G + (size_t)(j0 + jj) * D + k + m * VL) = acc[jj][m];                   \
 }                                                                                          \
                                                                                            \
 /* The columns k0:k1 beyond the last full vector, one element at a time (same order). */  \
@@ -587,12 +650,102 @@ ATTR static void pw_##SUF##ISA##_bwd_any(const T* X, int N, int D, const T* Dl, 
     }                                                                                      \
 }
 
+/* The AVX2 forward kernel: rows in blocks of 12, the outputs' vectors in chunks of at most
+ * 3 (5 = 3 + 2, 8 = 3 + 3 + 2), each chunk over the block's rows in register blocks of
+ * 12 / NC rows with its weight vectors in registers: 12 accumulators, NC weights and a
+ * broadcast fill the 16 registers. One block of 2 rows x 5 vectors (10 accumulators, the
+ * weights as memory operands) loaded 12 values per 10 FMAs and re-read all of WT from L2
+ * every 2 rows; 4 rows x 3 vectors load 7 per 12 and every 4 rows (16 -> 23 G
+ * multiply-adds per second with X in cache, float64, 20 outputs, AMD Zen 4). The first
+ * chunk brings each block in from memory and prefetches the next register block's rows;
+ * the later chunks find the rows in cache. Rows beyond the last block of 12 go through
+ * pw_X256_fwd_any (the same sums: every output is sum_k x_ik WT[k, j] in k order). */
+#define PW_FWD_CHUNKS(T, SUF)                                                              \
+PW_AVX2 static void pw_##SUF##256_fwd_chunks(const T* X, int D, const T* WT, int NP, T* Z, \
+                                             int n1, int r0, int r1) {                     \
+    const int VL = (int)(32 / sizeof(T));                                                  \
+    int nv = (n1 + VL - 1) / VL, i = r0, c, nc, r;                                         \
+    for (; i + 12 <= r1; i += 12) {                                                        \
+        const T* x = X + (size_t)i * D;                                                    \
+        T* z = Z + (size_t)i * n1;                                                         \
+        for (c = 0; c < nv; c += nc) {                                                     \
+            nc = nv - c == 4 ? 2 : (nv - c >= 3 ? 3 : nv - c);                             \
+            if (nc == 3 && c == 0)                                                         \
+                for (r = 0; r < 12; r += 4)                                                \
+                    pw_##SUF##256_fwdc(x + (size_t)r * D, D, WT, NP, z + (size_t)r * n1, n1, c, 3, 4, 1); \
+            else if (nc == 3)                                                              \
+                for (r = 0; r < 12; r += 4)                                                \
+                    pw_##SUF##256_fwdc(x + (size_t)r * D, D, WT, NP, z + (size_t)r * n1, n1, c, 3, 4, 0); \
+            else if (nc == 2 && c == 0)                                                    \
+                for (r = 0; r < 12; r += 6)                                                \
+                    pw_##SUF##256_fwdc(x + (size_t)r * D, D, WT, NP, z + (size_t)r * n1, n1, c, 2, 6, 1); \
+            else if (nc == 2)                                                              \
+                for (r = 0; r < 12; r += 6)                                                \
+                    pw_##SUF##256_fwdc(x + (size_t)r * D, D, WT, NP, z + (size_t)r * n1, n1, c, 2, 6, 0); \
+            else                                                                           \
+                pw_##SUF##256_fwdc(x, D, WT, NP, z, n1, c, 1, 12, 1);                      \
+        }                                                                                  \
+    }                                                                                      \
+    if (i < r1) pw_##SUF##256_fwd_any(X, D, WT, NP, Z, n1, i, r1);                         \
+}
+
+/* The AVX2 gradient for X in cache: as pw_X_bwd_any, but the columns of a chunk of
+ * PW_RBW256 rows in steps of 3 vectors and the outputs in groups of at most 4 (12
+ * accumulators, 3 vectors of X and a broadcast fill the 16 registers: 7 loads per 12 FMAs,
+ * against 11 per 10); the columns beyond the last step of 3 vectors go through
+ * pw_X256_bwd_any. pw_bwd_job takes it when the thread's X is at most 2 L2s (the fused
+ * pass's blocks), where it took 0.80-0.86 x pw_X256_bwd_any's time (blocks of 250
+ * MNIST-shaped or 64 CIFAR-shaped rows, 20 outputs, AMD Zen 4, POSWISE_ISA=avx2). From
+ * memory it was not better on MNIST-shaped data (60-72 against 54 ms per product, float64;
+ * 16- or 32-row chunks: 45-51 on MNIST-shaped data but 150-215 against 127 on
+ * CIFAR-shaped), so larger X keeps pw_X256_bwd_any. */
+#ifndef PW_RBW256
+#define PW_RBW256 64
+#endif
+#ifndef PW_GPF256
+#define PW_GPF256 32
+#endif
+#define PW_BWD_CHUNKS(T, SUF)                                                              \
+PW_AVX2 static void pw_##SUF##256_bwd_chunks(const T* X, int N, int D, const T* Dl, int n1, \
+                                             T* G, int k0, int k1) {                       \
+    const int S = (int)(96 / sizeof(T));              /* 3 vectors of columns */           \
+    int i, k, R, kb, ke, j0, w, k3 = k0 + (k1 - k0) / S * S;                               \
+    long kc = pw_cache_size(2) / PW_KC_DIV / ((long)n1 * (long)sizeof(T)) / S * S;         \
+    if (kc < S) kc = S;                                                                    \
+    for (kb = k0; kb < k3; kb = ke) {                                                      \
+        ke = (long)(k3 - kb) <= kc ? k3 : kb + (int)kc;                                    \
+        for (i = 0; i < N; i += PW_RBW256) {                                               \
+            const T* x = X + (size_t)i * D;                                                \
+            const T* d = Dl + (size_t)i * n1;                                              \
+            R = N - i < PW_RBW256 ? N - i : PW_RBW256;                                     \
+            for (k = kb; k < ke; k += S)                                                   \
+                for (j0 = 0; j0 < n1; j0 += 4) {                                           \
+                    w = n1 - j0 < 4 ? n1 - j0 : 4;                                         \
+                    if (j0 == 0) switch (w) {                                              \
+                        case 1: pw_##SUF##256_bwdm(x, D, d, n1, G, k, R, j0, 1, 3, 1); break; \
+                        case 2: pw_##SUF##256_bwdm(x, D, d, n1, G, k, R, j0, 2, 3, 1); break; \
+                        case 3: pw_##SUF##256_bwdm(x, D, d, n1, G, k, R, j0, 3, 3, 1); break; \
+                        default: pw_##SUF##256_bwdm(x, D, d, n1, G, k, R, j0, 4, 3, 1); break; \
+                    } else switch (w) {                                                    \
+                        case 1: pw_##SUF##256_bwdm(x, D, d, n1, G, k, R, j0, 1, 3, 0); break; \
+                        case 2: pw_##SUF##256_bwdm(x, D, d, n1, G, k, R, j0, 2, 3, 0); break; \
+                        case 3: pw_##SUF##256_bwdm(x, D, d, n1, G, k, R, j0, 3, 3, 0); break; \
+                        default: pw_##SUF##256_bwdm(x, D, d, n1, G, k, R, j0, 4, 3, 0); break; \
+                    }                                                                      \
+                }                                                                          \
+        }                                                                                  \
+    }                                                                                      \
+    if (k3 < k1) pw_##SUF##256_bwd_any(X, N, D, Dl, n1, G, k3, k1);                        \
+}
+
 /* Register budgets, RB rows x NV vectors of accumulators plus NV weight vectors and a
  * broadcast: AVX-512 has 32 vector registers, AVX2 16. RBW rows of X stay in registers in
  * the backward kernel beside one accumulator. */
 #define PW_TYPE(T, SUF)                                                                    \
 PW_ISA(T, SUF, 512, 64, PW_AVX512, 8, 8, 8, 4, 4, 4, 2, 2, PW_RBW, 24, PW_FPF512)   \
 PW_ISA(T, SUF, 256, 32, PW_AVX2, 8, 4, 3, 2, 2, 2, 1, 1, PW_RBW, 12, PW_FPF256)     \
+PW_FWD_CHUNKS(T, SUF)                                                                      \
+PW_BWD_CHUNKS(T, SUF)                                                                      \
                                                                                            \
 typedef struct {                                                                           \
     const T* X; const T* WT; const T* Dl; T* Z; T* G;                                      \
@@ -602,12 +755,14 @@ typedef struct {                                                                
 static void pw_fwd_job_##SUF(void* p) {                                                    \
     pw_job_##SUF* j = (pw_job_##SUF*)p;                                                    \
     if (pw_isa() == 2) pw_##SUF##512_fwd_any(j->X, j->D, j->WT, j->NP, j->Z, j->n1, j->lo, j->hi); \
-    else pw_##SUF##256_fwd_any(j->X, j->D, j->WT, j->NP, j->Z, j->n1, j->lo, j->hi);       \
+    else pw_##SUF##256_fwd_chunks(j->X, j->D, j->WT, j->NP, j->Z, j->n1, j->lo, j->hi);    \
 }                                                                                          \
                                                                                            \
 static void pw_bwd_job_##SUF(void* p) {                                                    \
     pw_job_##SUF* j = (pw_job_##SUF*)p;                                                    \
     if (pw_isa() == 2) pw_##SUF##512_bwd_any(j->X, j->N, j->D, j->Dl, j->n1, j->G, j->lo, j->hi); \
+    else if ((long long)j->N * j->D * (long long)sizeof(T) <= 2LL * pw_cache_size(2))      \
+        pw_##SUF##256_bwd_chunks(j->X, j->N, j->D, j->Dl, j->n1, j->G, j->lo, j->hi);      \
     else pw_##SUF##256_bwd_any(j->X, j->N, j->D, j->Dl, j->n1, j->G, j->lo, j->hi);        \
 }                                                                                          \
                                                                                            \
@@ -654,5 +809,24 @@ static void pw_first_gradient_##SUF(const T* X, int N, int D, const T* Dl, int n
 
 PW_TYPE(double, d)
 PW_TYPE(float, s)
+
+/* Entry point for tests (ctypes): with grad = 0, Z (N x n1) = X (N x D) WT[:, :n1] (B is
+ * WT, D x NP); with grad = 1, G (n1 x D) = B^T X (B is Dl, N x n1; NP unused). float64
+ * when dbl, else float32; nthreads as the engine passes it. */
+PW_EXPORT void pw_first_x(int dbl, int grad, const void* X, int N, int D, const void* B,
+                          int NP, int n1, void* out, int nthreads) {
+    if (dbl && grad)
+        pw_first_gradient_d((const double*)X, N, D, (const double*)B, n1, (double*)out, 0,
+                            nthreads);
+    else if (dbl)
+        pw_first_forward_d((const double*)X, N, D, (const double*)B, NP, (double*)out, n1,
+                           nthreads);
+    else if (grad)
+        pw_first_gradient_s((const float*)X, N, D, (const float*)B, n1, (float*)out, 0,
+                            nthreads);
+    else
+        pw_first_forward_s((const float*)X, N, D, (const float*)B, NP, (float*)out, n1,
+                           nthreads);
+}
 
 #endif
