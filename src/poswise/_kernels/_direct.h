@@ -373,7 +373,7 @@ static void pw_parallel(void (*fn)(void*), void** args, int n) {
  * on CPUs that run 512-bit operations on 256-bit units the half costs half). */          \
 PW_INLINE void NAME##_fwd(const T* X, int D, const T* WT, int NP, T* Z, int n1, int r0,    \
                           int r1, const int NV, const int NH, const int RB,               \
-                          const int FPF) {                                                 \
+                          const int PFN) {                                                 \
     int i = r0, k, v, r;                                                                   \
     T tmp[8 * VL];                                                                         \
     for (; i + RB <= r1; i += RB) {                                                        \
@@ -387,8 +387,8 @@ PW_INLINE void NAME##_fwd(const T* X, int D, const T* WT, int NP, T* Z, int n1, 
         for (k = 0; k < D; k++) {                                                          \
             const T* w = WT + (size_t)k * NP;                                              \
             T b[8];                                                                        \
-            if (FPF > 0 && (k & (int)(64 / sizeof(T) - 1)) == 0)                           \
-                for (r = 0; r < RB; r++) __builtin_prefetch(x + (size_t)r * D + k + FPF, 0, 3); \
+            if (PFN && (k & (int)(64 / sizeof(T) - 1)) == 0)                               \
+                for (r = 0; r < RB; r++) __builtin_prefetch(x + (size_t)(r + RB) * D + k, 0, 3); \
             for (r = 0; r < RB; r++) b[r] = x[(size_t)r * D + k];                          \
             for (v = 0; v < NV; v++) {                                                     \
                 V wv = *(const VU*)(w + v * VL);                                           \
@@ -553,49 +553,49 @@ PW_INLINE void NAME##_bwdt(const T* x, int D, const T* d, int n1, T* G, int k0, 
 #ifndef PW_KC_DIV
 #define PW_KC_DIV 1
 #endif
-/* The forward kernel's prefetch distance in elements of each row of X (0: none), per
- * class. AVX2 (2-3 rows per register block), MNIST-shaped forward product, one thread,
- * AMD Zen 4 with POSWISE_ISA=avx2: a sweep of 0/32/64/128/256 (2 runs each) favoured 32;
- * kernel_ab.py, 5 alternating rounds, then gave float32 0.92x and float64 1.03x the time
- * without it, the float64 figure within that run's noise (unchanged rows read
- * 0.96-1.16x). AVX-512 (8 rows per block): no change in the sweep, so none. */
-#ifndef PW_FPF512
-#define PW_FPF512 0
+/* Whether the forward kernel prefetches, one line per row of X at a time, the next
+ * register block's rows at the columns it is reading (1) or not (0), per class. AVX-512, one
+ * thread, AMD Zen 4, MNIST-shaped (X from memory): 0.82-0.88 x the time without it in
+ * float64 and float32 (two alternating runs); CIFAR-shaped within noise. A prefetch a fixed
+ * distance ahead in each row had changed nothing. AVX2 runs the chunks of
+ * pw_X256_fwd_chunks, which prefetch the same way, and this kernel only for the last rows. */
+#ifndef PW_FPN512
+#define PW_FPN512 1
 #endif
-#ifndef PW_FPF256
-#define PW_FPF256 32
+#ifndef PW_FPN256
+#define PW_FPN256 0
 #endif
 
 /* One forward specialisation: NV vectors (and NH half vectors) per row of outputs, RB rows
  * per block (as many as the accumulators, RB x (NV + NH), leave registers for). */
-#define PW_SPECIAL(T, NAME, ATTR, NV, NH, RB, FPF)                                         \
+#define PW_SPECIAL(T, NAME, ATTR, NV, NH, RB, PFN)                                         \
 ATTR static void NAME##_fwd##NV##_##NH(const T* X, int D, const T* WT, int NP, T* Z,       \
                                        int n1, int r0, int r1)                             \
-    { NAME##_fwd(X, D, WT, NP, Z, n1, r0, r1, NV, NH, RB, FPF); }
+    { NAME##_fwd(X, D, WT, NP, Z, n1, r0, r1, NV, NH, RB, PFN); }
 
-#define PW_ISA(T, SUF, ISA, VB, ATTR, RB1, RB2, RB3, RB4, RB5, RB6, RB7, RB8, RBW, JBM, FPF) \
+#define PW_ISA(T, SUF, ISA, VB, ATTR, RB1, RB2, RB3, RB4, RB5, RB6, RB7, RB8, RBW, JBM, PFN) \
 typedef T pw_v_##SUF##ISA __attribute__((vector_size(VB)));                                \
 typedef T pw_vu_##SUF##ISA __attribute__((vector_size(VB), aligned(sizeof(T))));           \
 typedef T pw_h_##SUF##ISA __attribute__((vector_size(VB / 2)));                            \
 typedef T pw_hu_##SUF##ISA __attribute__((vector_size(VB / 2), aligned(sizeof(T))));       \
 PW_BODIES(T, pw_v_##SUF##ISA, pw_vu_##SUF##ISA, pw_h_##SUF##ISA, pw_hu_##SUF##ISA,         \
           (int)(VB / sizeof(T)), pw_##SUF##ISA)                                            \
-PW_SPECIAL(T, pw_##SUF##ISA, ATTR, 0, 1, RB1, FPF)                                         \
-PW_SPECIAL(T, pw_##SUF##ISA, ATTR, 1, 0, RB1, FPF)                                         \
-PW_SPECIAL(T, pw_##SUF##ISA, ATTR, 1, 1, RB2, FPF)                                         \
-PW_SPECIAL(T, pw_##SUF##ISA, ATTR, 2, 0, RB2, FPF)                                         \
-PW_SPECIAL(T, pw_##SUF##ISA, ATTR, 2, 1, RB3, FPF)                                         \
-PW_SPECIAL(T, pw_##SUF##ISA, ATTR, 3, 0, RB3, FPF)                                         \
-PW_SPECIAL(T, pw_##SUF##ISA, ATTR, 3, 1, RB4, FPF)                                         \
-PW_SPECIAL(T, pw_##SUF##ISA, ATTR, 4, 0, RB4, FPF)                                         \
-PW_SPECIAL(T, pw_##SUF##ISA, ATTR, 4, 1, RB5, FPF)                                         \
-PW_SPECIAL(T, pw_##SUF##ISA, ATTR, 5, 0, RB5, FPF)                                         \
-PW_SPECIAL(T, pw_##SUF##ISA, ATTR, 5, 1, RB6, FPF)                                         \
-PW_SPECIAL(T, pw_##SUF##ISA, ATTR, 6, 0, RB6, FPF)                                         \
-PW_SPECIAL(T, pw_##SUF##ISA, ATTR, 6, 1, RB7, FPF)                                         \
-PW_SPECIAL(T, pw_##SUF##ISA, ATTR, 7, 0, RB7, FPF)                                         \
-PW_SPECIAL(T, pw_##SUF##ISA, ATTR, 7, 1, RB8, FPF)                                         \
-PW_SPECIAL(T, pw_##SUF##ISA, ATTR, 8, 0, RB8, FPF)                                         \
+PW_SPECIAL(T, pw_##SUF##ISA, ATTR, 0, 1, RB1, PFN)                                         \
+PW_SPECIAL(T, pw_##SUF##ISA, ATTR, 1, 0, RB1, PFN)                                         \
+PW_SPECIAL(T, pw_##SUF##ISA, ATTR, 1, 1, RB2, PFN)                                         \
+PW_SPECIAL(T, pw_##SUF##ISA, ATTR, 2, 0, RB2, PFN)                                         \
+PW_SPECIAL(T, pw_##SUF##ISA, ATTR, 2, 1, RB3, PFN)                                         \
+PW_SPECIAL(T, pw_##SUF##ISA, ATTR, 3, 0, RB3, PFN)                                         \
+PW_SPECIAL(T, pw_##SUF##ISA, ATTR, 3, 1, RB4, PFN)                                         \
+PW_SPECIAL(T, pw_##SUF##ISA, ATTR, 4, 0, RB4, PFN)                                         \
+PW_SPECIAL(T, pw_##SUF##ISA, ATTR, 4, 1, RB5, PFN)                                         \
+PW_SPECIAL(T, pw_##SUF##ISA, ATTR, 5, 0, RB5, PFN)                                         \
+PW_SPECIAL(T, pw_##SUF##ISA, ATTR, 5, 1, RB6, PFN)                                         \
+PW_SPECIAL(T, pw_##SUF##ISA, ATTR, 6, 0, RB6, PFN)                                         \
+PW_SPECIAL(T, pw_##SUF##ISA, ATTR, 6, 1, RB7, PFN)                                         \
+PW_SPECIAL(T, pw_##SUF##ISA, ATTR, 7, 0, RB7, PFN)                                         \
+PW_SPECIAL(T, pw_##SUF##ISA, ATTR, 7, 1, RB8, PFN)                                         \
+PW_SPECIAL(T, pw_##SUF##ISA, ATTR, 8, 0, RB8, PFN)                                         \
 static void pw_##SUF##ISA##_fwd_any(const T* X, int D, const T* WT, int NP, T* Z, int n1,  \
                                     int r0, int r1) {                                      \
     /* only the lanes that hold outputs: full vectors, then a half vector when the rest   \
@@ -742,8 +742,8 @@ PW_AVX2 static void pw_##SUF##256_bwd_chunks(const T* X, int N, int D, const T* 
  * broadcast: AVX-512 has 32 vector registers, AVX2 16. RBW rows of X stay in registers in
  * the backward kernel beside one accumulator. */
 #define PW_TYPE(T, SUF)                                                                    \
-PW_ISA(T, SUF, 512, 64, PW_AVX512, 8, 8, 8, 4, 4, 4, 2, 2, PW_RBW, 24, PW_FPF512)   \
-PW_ISA(T, SUF, 256, 32, PW_AVX2, 8, 4, 3, 2, 2, 2, 1, 1, PW_RBW, 12, PW_FPF256)     \
+PW_ISA(T, SUF, 512, 64, PW_AVX512, 8, 8, 8, 4, 4, 4, 2, 2, PW_RBW, 24, PW_FPN512)   \
+PW_ISA(T, SUF, 256, 32, PW_AVX2, 8, 4, 3, 2, 2, 2, 1, 1, PW_RBW, 12, PW_FPN256)     \
 PW_FWD_CHUNKS(T, SUF)                                                                      \
 PW_BWD_CHUNKS(T, SUF)                                                                      \
                                                                                            \
