@@ -23,7 +23,10 @@
  * hold outputs, in full vectors and one half vector: 20 float64 outputs take 5 AVX2 vectors
  * (not 6) or 2.5 AVX-512 ones (not 3), 20 float32 outputs 1.5 AVX-512 vectors (not 2); a
  * CPU that runs 512-bit operations on 256-bit units (AMD Zen 4) does a half in half the
- * time. The gradient's chunks of PW_RBW rows amortise the loads and stores of G, its
+ * time. With AVX2's 16 registers the forward kernel takes the outputs in chunks of at most
+ * 3 whole vectors with their weights held in registers (pw_X256_fwd_chunks), and the
+ * gradient of an X that fits the cache 4 outputs by 3 vectors of columns at a time
+ * (pw_X256_bwd_chunks): fewer loads per FMA, the same sums. The gradient's chunks of PW_RBW rows amortise the loads and stores of G, its
  * prefetches (PW_PF elements ahead in each row of the chunk) keep PW_RBW row streams of X
  * in flight, and when a thread's share of G outgrows the level-2 cache the CPU reports
  * (pw_cache_size) its columns are taken in blocks that fit. On CPUs with neither class
@@ -388,7 +391,7 @@ PW_INLINE void NAME##_fwd(const T* X, int D, const T* WT, int NP, T* Z, int n1, 
             const T* w = WT + (size_t)k * NP;                                              \
             T b[8];                                                                        \
             if (PFN && (k & (int)(64 / sizeof(T) - 1)) == 0)                               \
-                for (r = 0; r < RB; r++) __builtin_prefetch(x + (size_t)(r + RB) * D + k, 0, 3); \
+                for (r = 0; r < RB; r++) __builtin_prefetch(x + (size_t)(r + RB) * D + k, 0, 2); \
             for (r = 0; r < RB; r++) b[r] = x[(size_t)r * D + k];                          \
             for (v = 0; v < NV; v++) {                                                     \
                 V wv = *(const VU*)(w + v * VL);                                           \
@@ -553,12 +556,13 @@ PW_INLINE void NAME##_bwdt(const T* x, int D, const T* d, int n1, T* G, int k0, 
 #ifndef PW_KC_DIV
 #define PW_KC_DIV 1
 #endif
-/* Whether the forward kernel prefetches, one line per row of X at a time, the next
+/* Whether the forward kernel prefetches into L2, one line per row of X at a time, the next
  * register block's rows at the columns it is reading (1) or not (0), per class. AVX-512, one
- * thread, AMD Zen 4, MNIST-shaped (X from memory): 0.82-0.88 x the time without it in
- * float64 and float32 (two alternating runs); CIFAR-shaped within noise. A prefetch a fixed
- * distance ahead in each row had changed nothing. AVX2 runs the chunks of
- * pw_X256_fwd_chunks, which prefetch the same way, and this kernel only for the last rows. */
+ * thread, AMD Zen 4, X from memory, 3 alternating runs: MNIST-shaped 41-44 against 45-51 ms
+ * (float64), 22-27 against 27-31 (float32); CIFAR-shaped (8 rows ahead: 196 KiB in float64)
+ * unchanged, where a prefetch into L1 was 1.1-1.4 x slower. A prefetch a fixed distance
+ * ahead in each row had changed nothing. AVX2 runs the chunks of pw_X256_fwd_chunks (4 rows
+ * ahead, into L1), and this kernel only for the last rows. */
 #ifndef PW_FPN512
 #define PW_FPN512 1
 #endif
