@@ -172,6 +172,9 @@ def test_narrow_layers_span_block_changes_no_bits(monkeypatch, dtype):
     # gradient continues each element's sum from block to block, as the first layer's
     # does, and the bias sums run over the rows in order: on one thread the weights do
     # not depend on the span block at all (only the reported loss, a sum of block sums)
+    if dtype == np.float64 and ctypes.CDLL(_core.__file__).pw_active_isa() == 1:
+        pytest.skip("AVX2 float64 gradients of more than 16 columns (the 20-unit layer's) "
+                    "keep BLAS, whose sums depend on the block (docs/design.md)")
     N, D = 1000, 24
     X, y = make_problem(N, D, 3, "cross_entropy", np.random.default_rng(5))
     X = X.astype(dtype)
