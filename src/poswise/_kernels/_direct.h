@@ -709,6 +709,15 @@ PW_AVX2 static void pw_##SUF##256_fwd_chunks(const T* X, int D, const T* WT, int
 #ifndef PW_GPF256
 #define PW_GPF256 32
 #endif
+/* case w (1-4 outputs) of the AVX2 gradient's group kernel, 3 vectors of columns; PF: the
+ * first group of a chunk, which prefetches */
+#define PW_BWDM_CASES(F, w, PF, ...)                                                       \
+    switch (w) {                                                                           \
+    case 1: F(__VA_ARGS__, 1, 3, PF); break;                                               \
+    case 2: F(__VA_ARGS__, 2, 3, PF); break;                                               \
+    case 3: F(__VA_ARGS__, 3, 3, PF); break;                                               \
+    default: F(__VA_ARGS__, 4, 3, PF); break;                                              \
+    }
 #define PW_BWD_CHUNKS(T, SUF)                                                              \
 PW_AVX2 static void pw_##SUF##256_bwd_chunks(const T* X, int N, int D, const T* Dl, int n1, \
                                              T* G, int k0, int k1) {                       \
@@ -725,17 +734,8 @@ PW_AVX2 static void pw_##SUF##256_bwd_chunks(const T* X, int N, int D, const T* 
             for (k = kb; k < ke; k += S)                                                   \
                 for (j0 = 0; j0 < n1; j0 += 4) {                                           \
                     w = n1 - j0 < 4 ? n1 - j0 : 4;                                         \
-                    if (j0 == 0) switch (w) {                                              \
-                        case 1: pw_##SUF##256_bwdm(x, D, d, n1, G, k, R, j0, 1, 3, 1); break; \
-                        case 2: pw_##SUF##256_bwdm(x, D, d, n1, G, k, R, j0, 2, 3, 1); break; \
-                        case 3: pw_##SUF##256_bwdm(x, D, d, n1, G, k, R, j0, 3, 3, 1); break; \
-                        default: pw_##SUF##256_bwdm(x, D, d, n1, G, k, R, j0, 4, 3, 1); break; \
-                    } else switch (w) {                                                    \
-                        case 1: pw_##SUF##256_bwdm(x, D, d, n1, G, k, R, j0, 1, 3, 0); break; \
-                        case 2: pw_##SUF##256_bwdm(x, D, d, n1, G, k, R, j0, 2, 3, 0); break; \
-                        case 3: pw_##SUF##256_bwdm(x, D, d, n1, G, k, R, j0, 3, 3, 0); break; \
-                        default: pw_##SUF##256_bwdm(x, D, d, n1, G, k, R, j0, 4, 3, 0); break; \
-                    }                                                                      \
+                    if (j0 == 0) { PW_BWDM_CASES(pw_##SUF##256_bwdm, w, 1, x, D, d, n1, G, k, R, j0) } \
+                    else { PW_BWDM_CASES(pw_##SUF##256_bwdm, w, 0, x, D, d, n1, G, k, R, j0) }    \
                 }                                                                          \
         }                                                                                  \
     }                                                                                      \
