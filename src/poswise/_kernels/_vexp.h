@@ -227,6 +227,19 @@ PW_EXPORT void pw_exp_array(const double* x, double* y, long long n) {
  * its default), which rounds once where the scalar loop rounds twice: an empty asm makes
  * the product a value of its own. */
 #define PW_NO_CONTRACT(v) __asm__("" : "+v"(v))
+/* Lanes k.. of row r, for both passes of pw_softmax_args (the maximum, then the arguments):
+ * on, the lanes before K; z = s * (x - m at the label's lane, x elsewhere). */
+#define PW_SMAX_Z512(LOADX)                                                                \
+    __mmask8 on = K - k >= 8 ? (__mmask8)0xFF : (__mmask8)((1u << (K - k)) - 1u);           \
+    __mmask8 lab = _mm512_cmpeq_epi64_mask(_mm512_add_epi64(lane, _mm512_set1_epi64(k)), yk); \
+    __m512d v = LOADX;                                                                     \
+    __m512d z = _mm512_mul_pd(vs, _mm512_mask_sub_pd(v, lab, v, vm));
+#define PW_SMAX_Z256(LOADX)                                                                \
+    __m256i on = _mm256_cmpgt_epi64(_mm256_set1_epi64x(K - k), lane);                      \
+    __m256d lab = _mm256_castsi256_pd(_mm256_cmpeq_epi64(_mm256_add_epi64(lane,             \
+                                      _mm256_set1_epi64x(k)), yk));                        \
+    __m256d v = LOADX;                                                                     \
+    __m256d z = _mm256_mul_pd(vs, _mm256_sub_pd(v, _mm256_blendv_pd(zero, vm, lab)));
 #define PW_SMAX_512(T, SUF, LOADX)                                                         \
 PW_AVX512 static void pw_softmax_args_##SUF##512(const T* out, const int* yi, int rows,    \
                                                 int K, double s, double m, double* buf,    \
@@ -240,21 +253,13 @@ PW_AVX512 static void pw_softmax_args_##SUF##512(const T* out, const int* yi, in
         __m512d acc = _mm512_set1_pd(-1e300), mx;                                          \
         __m512i yk = _mm512_set1_epi64(yi[r]);                                             \
         for (k = 0; k < K; k += 8) {                                                       \
-            __mmask8 on = K - k >= 8 ? (__mmask8)0xFF : (__mmask8)((1u << (K - k)) - 1u);   \
-            __mmask8 lab = _mm512_cmpeq_epi64_mask(_mm512_add_epi64(lane,                   \
-                                                   _mm512_set1_epi64(k)), yk);             \
-            __m512d v = LOADX;                                                             \
-            __m512d z = _mm512_mul_pd(vs, _mm512_mask_sub_pd(v, lab, v, vm));              \
+            PW_SMAX_Z512(LOADX)                                                            \
             acc = _mm512_mask_max_pd(acc, on, z, acc);                                     \
         }                                                                                  \
         mx = _mm512_set1_pd(_mm512_reduce_max_pd(acc));                                    \
         mxs[r] = mx[0];                                                                    \
         for (k = 0; k < K; k += 8) {                                                       \
-            __mmask8 on = K - k >= 8 ? (__mmask8)0xFF : (__mmask8)((1u << (K - k)) - 1u);   \
-            __mmask8 lab = _mm512_cmpeq_epi64_mask(_mm512_add_epi64(lane,                   \
-                                                   _mm512_set1_epi64(k)), yk);             \
-            __m512d v = LOADX;                                                             \
-            __m512d z = _mm512_mul_pd(vs, _mm512_mask_sub_pd(v, lab, v, vm));              \
+            PW_SMAX_Z512(LOADX)                                                            \
             PW_NO_CONTRACT(z);                                                             \
             _mm512_mask_storeu_pd(b + k, on, _mm512_sub_pd(z, mx));                        \
         }                                                                                  \
@@ -277,11 +282,7 @@ PW_AVX2 static void pw_softmax_args_##SUF##256(const T* out, const int* yi, int 
         __m256i yk = _mm256_set1_epi64x(yi[r]);                                            \
         double mxv;                                                                        \
         for (k = 0; k < K; k += 4) {                                                       \
-            __m256i on = _mm256_cmpgt_epi64(_mm256_set1_epi64x(K - k), lane);              \
-            __m256d lab = _mm256_castsi256_pd(_mm256_cmpeq_epi64(_mm256_add_epi64(lane,     \
-                                              _mm256_set1_epi64x(k)), yk));                \
-            __m256d v = LOADX;                                                             \
-            __m256d z = _mm256_mul_pd(vs, _mm256_sub_pd(v, _mm256_blendv_pd(zero, vm, lab))); \
+            PW_SMAX_Z256(LOADX)                                                            \
             /* lanes past K keep acc: max(acc, acc) */                                     \
             z = _mm256_blendv_pd(acc, z, _mm256_castsi256_pd(on));                         \
             acc = _mm256_max_pd(z, acc);                                                   \
@@ -292,11 +293,7 @@ PW_AVX2 static void pw_softmax_args_##SUF##256(const T* out, const int* yi, int 
         mxs[r] = mxv;                                                                      \
         mx = _mm256_set1_pd(mxv);                                                          \
         for (k = 0; k < K; k += 4) {                                                       \
-            __m256i on = _mm256_cmpgt_epi64(_mm256_set1_epi64x(K - k), lane);              \
-            __m256d lab = _mm256_castsi256_pd(_mm256_cmpeq_epi64(_mm256_add_epi64(lane,     \
-                                              _mm256_set1_epi64x(k)), yk));                \
-            __m256d v = LOADX;                                                             \
-            __m256d z = _mm256_mul_pd(vs, _mm256_sub_pd(v, _mm256_blendv_pd(zero, vm, lab))); \
+            PW_SMAX_Z256(LOADX)                                                            \
             PW_NO_CONTRACT(z);                                                             \
             z = _mm256_sub_pd(z, mx);                                                      \
             if (K - k >= 4) _mm256_storeu_pd(b + k, z);                                    \
